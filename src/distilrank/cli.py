@@ -1,0 +1,108 @@
+"""Command line: each subcommand maps a YAML file + ``key=value`` overrides to a config and a function."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from distilrank.errors import DistilrankError
+
+EPILOG = "Settings: pass --config FILE.yaml and/or key=value pairs (later ones win). Keys:\n"
+
+
+def _keys_help(cls: type) -> str:
+    import dataclasses
+
+    rows = [f"  {f.name} (default: {f.default!r})" for f in dataclasses.fields(cls)]
+    return EPILOG + "\n".join(rows)
+
+
+def _cmd_train(args: argparse.Namespace) -> None:
+    from distilrank.config import TrainConfig, load_config
+    from distilrank.training.run import run_training
+
+    overrides = list(args.overrides) + (["resume=true"] if args.resume else [])
+    metrics = run_training(load_config(TrainConfig, args.config, overrides))
+    if metrics:
+        print(f"trained {metrics['train']['steps']} steps in {metrics['train']['seconds']:.0f}s")
+
+
+def _cmd_eval(args: argparse.Namespace) -> None:
+    from distilrank.config import EvalConfig, load_config
+    from distilrank.evaluation.run import run_eval
+
+    run_eval(load_config(EvalConfig, args.config, args.overrides))
+
+
+def _cmd_mine(args: argparse.Namespace) -> None:
+    from distilrank.config import MineConfig, load_config
+    from distilrank.mining.run import run_mine
+
+    run_mine(load_config(MineConfig, args.config, args.overrides))
+
+
+def _cmd_rank(args: argparse.Namespace) -> None:
+    from distilrank.config import RankConfig, load_config
+    from distilrank.inference.run import run_rank
+
+    run_rank(load_config(RankConfig, args.config, args.overrides))
+
+
+def _cmd_demo(args: argparse.Namespace) -> None:
+    from distilrank.config import DemoConfig, load_config
+    from distilrank.demo import run_demo
+
+    overrides = list(args.overrides) + ([f"output_dir={args.output_dir}"] if args.output_dir else [])
+    run_demo(load_config(DemoConfig, args.config, overrides))
+
+
+def _commands() -> dict[str, tuple[str, Callable[[argparse.Namespace], None], str]]:
+    return {
+        "demo": ("run the whole pipeline offline on the embedded demo dataset", _cmd_demo, "DemoConfig"),
+        "mine": ("mine BM25 hard negatives for training queries (groups jsonl)", _cmd_mine, "MineConfig"),
+        "train": ("fine-tune a cross-encoder reranker", _cmd_train, "TrainConfig"),
+        "eval": ("rerank a first-stage run and report ir-measures metrics", _cmd_eval, "EvalConfig"),
+        "rank": ("rank the documents of a file for one query", _cmd_rank, "RankConfig"),
+    }
+
+
+def build_parser() -> argparse.ArgumentParser:
+    import distilrank.config as config_module
+
+    parser = argparse.ArgumentParser(prog="distilrank", description="Small, fast passage rerankers.")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log debug details")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name, (summary, fn, cfg_name) in _commands().items():
+        p = sub.add_parser(name, help=summary, description=summary,
+                           epilog=_keys_help(getattr(config_module, cfg_name)),
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
+        p.add_argument("--config", metavar="FILE", help="YAML file with settings")
+        p.add_argument("overrides", nargs="*", metavar="key=value", help="settings that override the file")
+        if name == "train":
+            p.add_argument("--resume", action="store_true", help="continue from the last checkpoint in output_dir")
+        if name == "demo":
+            p.add_argument("--output-dir", help="folder for everything the demo writes (default: a new folder)")
+        p.set_defaults(fn=fn)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args: Any = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
+    try:
+        args.fn(args)
+    except DistilrankError as exc:
+        print(f"distilrank {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"distilrank {args.command}: interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,266 @@
+"""Dataclass configs for every entry point: YAML file + ``key=value`` overrides, validated.
+
+Each config is frozen, checks itself in ``__post_init__`` and is saved into every run
+directory (``config.yaml``) so a run can be repeated exactly.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+
+from distilrank.errors import ConfigError
+
+DEFAULT_MODEL = "packaged:all-MiniLM-L6-v2"  # resolved by distilrank.models.resolve_model_path
+
+LOSSES = ("bce", "pairwise", "listwise", "margin_mse")
+MIXED_PRECISION = ("no", "bf16", "fp16")
+
+C = TypeVar("C")
+
+
+def _check(cond: bool, message: str) -> None:
+    if not cond:
+        raise ConfigError(message)
+
+
+def _check_positive(cfg: Any, *names: str) -> None:
+    for name in names:
+        value = getattr(cfg, name)
+        _check(value > 0, f"{name} must be > 0, got {value!r}")
+
+
+def _check_fraction(cfg: Any, *names: str) -> None:
+    for name in names:
+        value = getattr(cfg, name)
+        _check(0.0 <= value <= 1.0, f"{name} must be in [0, 1], got {value!r}")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """``distilrank train``: fine-tune a cross-encoder reranker."""
+
+    train_file: str = ""
+    model: str = DEFAULT_MODEL
+    output_dir: str = "runs/train"
+    loss: str = "listwise"
+    max_steps: int = 0  # 0: run `epochs` epochs instead
+    epochs: float = 1.0
+    batch_size: int = 8  # training examples (groups, triplets or pairs) per optimizer step
+    group_size: int = 8  # documents per group (1 positive + group_size-1 negatives)
+    gradient_accumulation_steps: int = 1
+    max_length: int = 128
+    learning_rate: float = 5e-5
+    warmup_ratio: float = 0.1
+    weight_decay: float = 0.01
+    max_grad_norm: float = 1.0
+    margin: float = 1.0  # pairwise loss margin
+    num_layers: int = 0  # 0: keep all encoder layers; k: keep the first k (smaller student)
+    mixed_precision: str = "no"
+    seed: int = 42
+    save_steps: int = 0  # 0: save only at the end
+    save_total_limit: int = 2
+    eval_data: str = ""  # dataset spec evaluated every eval_steps (empty: no evaluation)
+    eval_split: str = "dev"
+    eval_steps: int = 0
+    eval_top_k: int = 20
+    eval_max_queries: int = 100
+    log_steps: int = 10
+    resume: bool = False
+
+    def __post_init__(self) -> None:
+        _check(bool(self.train_file), "train_file is required: a jsonl/tsv training file or hub name")
+        _check(self.loss in LOSSES, f"loss must be one of {LOSSES}, got {self.loss!r}")
+        _check(self.mixed_precision in MIXED_PRECISION,
+               f"mixed_precision must be one of {MIXED_PRECISION}, got {self.mixed_precision!r}")
+        _check_positive(self, "batch_size", "gradient_accumulation_steps", "max_length",
+                        "learning_rate", "log_steps")
+        _check(self.max_steps >= 0, f"max_steps must be >= 0, got {self.max_steps}")
+        _check(self.max_steps > 0 or self.epochs > 0, "set max_steps > 0 or epochs > 0")
+        _check(self.group_size >= 2 or self.loss == "bce",
+               f"group_size must be >= 2 for loss {self.loss!r} (1 positive + negatives)")
+        _check(8 <= self.max_length <= 8192, f"max_length must be in [8, 8192], got {self.max_length}")
+        _check(self.learning_rate < 1.0, f"learning_rate {self.learning_rate} is absurd; try 2e-5..2e-4")
+        _check_fraction(self, "warmup_ratio")
+        for name in ("save_steps", "eval_steps", "num_layers", "weight_decay", "max_grad_norm"):
+            _check(getattr(self, name) >= 0, f"{name} must be >= 0")
+        _check(self.save_total_limit >= 1, "save_total_limit must be >= 1")
+        _check(self.eval_steps == 0 or bool(self.eval_data), "eval_steps > 0 needs eval_data")
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    """``distilrank eval``: rerank a first-stage run and score it with ir-measures."""
+
+    data: str = "demo"
+    model: str = ""  # empty: report the first stage only
+    split: str = "test"
+    first_stage: str = "bm25"  # "bm25" (built on the fly) or a TREC / rank_llm JSON run file
+    top_k: int = 100
+    batch_size: int = 64
+    max_length: int = 256
+    max_queries: int = 0  # 0: all judged queries
+    fusion_weight: float = 0.0  # weight of the z-normalised first-stage score in the final score
+    relevance_level: int = 1  # minimum grade counted relevant by MRR/MAP/Recall (TREC DL uses 2)
+    output_dir: str = ""  # empty: print only
+
+    def __post_init__(self) -> None:
+        _check(bool(self.data), "data is required: a BEIR folder, TREC folder, 'demo' or hub name")
+        _check_positive(self, "top_k", "batch_size", "max_length")
+        _check(self.max_queries >= 0, "max_queries must be >= 0")
+        _check(self.relevance_level >= 1, "relevance_level must be >= 1")
+        _check_fraction(self, "fusion_weight")
+
+
+@dataclass(frozen=True)
+class MineConfig:
+    """``distilrank mine``: BM25 hard negatives for each training query, as groups jsonl."""
+
+    data: str = "demo"
+    split: str = "train"
+    output: str = "negatives.jsonl"
+    num_negatives: int = 7
+    rank_min: int = 1  # ranks are 1-based and inclusive
+    rank_max: int = 30
+    sampling: str = "random"  # "random" within [rank_min, rank_max], or "top"
+    seed: int = 42
+
+    def __post_init__(self) -> None:
+        _check_positive(self, "num_negatives", "rank_min")
+        _check(self.rank_max >= self.rank_min, "rank_max must be >= rank_min")
+        _check(self.sampling in ("random", "top"), f"sampling must be 'random' or 'top', got {self.sampling!r}")
+
+
+@dataclass(frozen=True)
+class RankConfig:
+    """``distilrank rank``: score documents for one query with a trained reranker."""
+
+    model: str = ""
+    query: str = ""
+    documents: str = ""  # a text file, one document per line
+    top_k: int = 10
+    batch_size: int = 32
+    max_length: int = 256
+
+    def __post_init__(self) -> None:
+        _check(bool(self.model), "model is required (a saved reranker folder)")
+        _check(bool(self.query.strip()), "query is required and must not be empty")
+        _check(bool(self.documents), "documents is required: a text file with one document per line")
+        _check_positive(self, "top_k", "batch_size", "max_length")
+
+
+@dataclass(frozen=True)
+class DemoConfig:
+    """``distilrank demo``: the whole pipeline offline on the embedded dataset."""
+
+    output_dir: str = ""  # empty: a fresh folder distilrank-demo-<time>
+    model: str = DEFAULT_MODEL
+    seed: int = 13
+    num_layers: int = 0
+    loss: str = "listwise"
+    max_steps: int = 150
+    batch_size: int = 4
+    group_size: int = 8
+    max_length: int = 128
+    learning_rate: float = 1e-4
+    warmup_ratio: float = 0.1
+    rank_max: int = 30
+    top_k: int = 20
+    test_queries: int = 250
+    fusion_weight: float = 0.0
+
+    def __post_init__(self) -> None:
+        _check_positive(self, "max_steps", "batch_size", "max_length", "top_k", "test_queries")
+        _check(self.loss in LOSSES, f"loss must be one of {LOSSES}, got {self.loss!r}")
+        _check_fraction(self, "fusion_weight", "warmup_ratio")
+
+
+# ---------------------------------------------------------------- loading
+
+def _coerce(value: Any, tp: Any, name: str) -> Any:
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        return None if value is None else _coerce(value, args[0], name)
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "false", "1", "0", "yes", "no"):
+            return value.lower() in ("true", "1", "yes")
+        raise ConfigError(f"{name} must be true or false, got {value!r}")
+    if tp in (int, float):
+        if isinstance(value, bool):
+            raise ConfigError(f"{name} must be a number, got {value!r}")
+        try:
+            number = tp(value)
+        except (TypeError, ValueError):
+            raise ConfigError(f"{name} must be {'an integer' if tp is int else 'a number'}, got {value!r}") from None
+        if tp is int and isinstance(value, float) and number != value:
+            raise ConfigError(f"{name} must be an integer, got {value!r}")
+        return number
+    if tp is str:
+        return "" if value is None else str(value)
+    return value
+
+
+def parse_overrides(items: list[str]) -> dict[str, Any]:
+    """``["loss=bce", "max_steps=100"]`` -> ``{"loss": "bce", "max_steps": 100}`` (YAML scalars)."""
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"override {item!r} must look like key=value (e.g. max_steps=100)")
+        try:
+            out[key.strip().replace("-", "_")] = yaml.safe_load(raw) if raw.strip() else ""
+        except yaml.YAMLError:
+            out[key.strip().replace("-", "_")] = raw
+    return out
+
+
+def build_config(cls: type[C], values: dict[str, Any]) -> C:
+    """Create ``cls`` from a mapping, coercing types and naming unknown keys with a suggestion."""
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in fields(cls)]  # type: ignore[arg-type]
+    kwargs = {}
+    for key, value in values.items():
+        if key not in names:
+            close = difflib.get_close_matches(key, names, n=1)
+            tip = f"; did you mean '{close[0]}'?" if close else f"; valid keys: {', '.join(names)}"
+            raise ConfigError(f"unknown {cls.__name__} key '{key}'{tip}")
+        kwargs[key] = _coerce(value, hints[key], key)
+    return cls(**kwargs)
+
+
+def load_config(cls: type[C], path: str | Path | None = None, overrides: list[str] | None = None) -> C:
+    """Load ``cls`` from an optional YAML file, then apply ``key=value`` overrides."""
+    values: dict[str, Any] = {}
+    if path:
+        p = Path(path)
+        if not p.is_file():
+            raise ConfigError(f"config file {p} does not exist")
+        try:
+            loaded = yaml.safe_load(p.read_text(encoding="utf-8"))
+        except (yaml.YAMLError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"{p}: not valid YAML: {exc}") from None
+        if loaded is not None and not isinstance(loaded, dict):
+            raise ConfigError(f"{p}: expected a mapping of key: value at the top level")
+        values.update(loaded or {})
+    values.update(parse_overrides(overrides or []))
+    return build_config(cls, values)
+
+
+def config_to_dict(cfg: Any) -> dict[str, Any]:
+    return dataclasses.asdict(cfg)
+
+
+def save_config(cfg: Any, path: str | Path) -> None:
+    from distilrank.io import atomic_write_text
+
+    atomic_write_text(path, yaml.safe_dump(config_to_dict(cfg), sort_keys=False))

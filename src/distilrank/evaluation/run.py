@@ -1,0 +1,83 @@
+"""``distilrank eval``: dataset spec -> first stage -> rerank -> ir-measures report."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from distilrank.config import EvalConfig
+from distilrank.data.records import RetrievalDataset, Run
+from distilrank.errors import DataError
+from distilrank.evaluation.ranking import RerankReport, evaluate_reranking
+from distilrank.reports import format_table, plot_comparison, start_run, write_metrics
+
+logger = logging.getLogger(__name__)
+
+
+def resolve_dataset(spec: str, split: str) -> tuple[RetrievalDataset, Run | None]:
+    """``demo`` | BEIR folder | TREC folder | hub name -> dataset (+ the run shipped with it)."""
+    from distilrank.data.readers import load_dataset_spec, read_beir
+
+    if spec == "demo" or spec.startswith("demo:"):
+        from distilrank.data.demo import demo_folder
+
+        seed = int(spec.split(":", 1)[1]) if ":" in spec else 13
+        return read_beir(demo_folder(seed), split), None
+    return load_dataset_spec(spec, split)
+
+
+def first_stage_run(dataset: RetrievalDataset, given: Run | None, top_k: int, max_queries: int = 0,
+                    run_file: str = "") -> Run:
+    """The candidates to rerank: a run file, the dataset's own run, or BM25 built on the fly."""
+    from distilrank.mining.retrievers import BM25Retriever
+
+    qids = dataset.judged_queries()
+    if max_queries:
+        qids = qids[:max_queries]
+    if run_file:
+        from distilrank.data.readers import read_rank_llm_json, read_trec_run
+
+        given = read_rank_llm_json(run_file)[2] if run_file.endswith(".json") else read_trec_run(run_file)
+        unknown = [d for q in qids for d, _ in given.get(q, []) if d not in dataset.corpus]
+        if unknown:
+            raise DataError(f"run names document id '{unknown[0]}' that is not in the corpus "
+                            f"({len(unknown)} such ids)", path=run_file,
+                            hint="use the run made for this corpus")
+    if given is None:
+        given = BM25Retriever(dataset.corpus).search({q: dataset.queries[q].text for q in qids}, k=top_k)
+    return {q: given.get(q, [])[:top_k] for q in qids}
+
+
+def run_eval(cfg: EvalConfig) -> dict[str, Any]:
+    dataset, given = resolve_dataset(cfg.data, cfg.split)
+    run_file = "" if cfg.first_stage == "bm25" else cfg.first_stage
+    run = first_stage_run(dataset, given if not run_file else None, cfg.top_k, cfg.max_queries, run_file)
+    scorer = None
+    if cfg.model:
+        from distilrank.inference.reranker import Reranker
+
+        reranker = Reranker.load(cfg.model, batch_size=cfg.batch_size, max_length=cfg.max_length)
+        scorer = lambda pairs: reranker.score(pairs, show_progress=True)  # noqa: E731
+    report = evaluate_reranking(dataset, run, scorer, cfg.top_k, fusion_weight=cfg.fusion_weight,
+                                relevance_level=cfg.relevance_level)
+    first_name = "bm25" if given is None and not run_file else "first stage"
+    print(render_report(report, first_name))
+    result = report.as_dict()
+    if cfg.output_dir:
+        out = start_run(cfg.output_dir, cfg)
+        write_metrics(out, result)
+        systems = {first_name: report.first_stage}
+        if report.reranked:
+            systems["reranker"] = report.reranked
+        plot_comparison(systems, out / "metrics.png", title=f"{dataset.name}: top-{cfg.top_k} reranked")
+    return result
+
+
+def render_report(report: RerankReport, first_name: str = "first stage") -> str:
+    metrics = list(report.first_stage)
+    systems = {first_name: report.first_stage}
+    if report.reranked:
+        systems["reranker" + (f" (fused, w={report.fusion_weight})" if report.fusion_weight else "")] = report.reranked
+    head = (f"{report.dataset}: {report.queries} queries, top-{report.top_k} reranked, "
+            f"recall cap R@{report.top_k} = {report.recall_cap:.4f}, relevance level {report.relevance_level}")
+    return head + "\n" + format_table(systems, metrics)

@@ -1,0 +1,68 @@
+"""The user-facing scoring API: ``Reranker.load(path).rank(query, docs)``."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from distilrank.errors import ConfigError
+from distilrank.models.cross_encoder import CrossEncoder
+
+
+@dataclass(frozen=True)
+class RankResult:
+    index: int  # position of the document in the list given to rank()
+    text: str
+    score: float
+
+
+class Reranker:
+    """Scores (query, document) pairs with a saved cross-encoder.
+
+    Example:
+        >>> rr = Reranker.load("runs/demo/model")                       # doctest: +SKIP
+        >>> rr.rank("how do I sort a list", ["sorted(iterable)...", "..."], top_k=3)  # doctest: +SKIP
+    """
+
+    def __init__(self, model: CrossEncoder, batch_size: int = 64) -> None:
+        self.model = model
+        self.batch_size = batch_size
+
+    @classmethod
+    def load(
+        cls,
+        path: str | Path,
+        *,
+        device: str | None = None,
+        batch_size: int = 64,
+        max_length: int | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> Reranker:
+        """Load a saved reranker folder (or any HF sequence-classification checkpoint)."""
+        p = Path(path)
+        if str(path) and not p.exists() and (p.is_absolute() or str(path).startswith(".")):
+            raise ConfigError(f"no model folder at {p}")
+        model = CrossEncoder.from_pretrained(str(path), dtype=dtype)
+        tok_max = getattr(model.tokenizer, "model_max_length", 512)
+        model.max_length = max_length or (tok_max if tok_max and tok_max < 100_000 else 512)
+        device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        model.to(device).eval()
+        return cls(model, batch_size=batch_size)
+
+    def score(self, pairs: Sequence[tuple[str, str]], *, show_progress: bool = False) -> list[float]:
+        """Raw relevance scores (logits) for (query, document) pairs, in input order."""
+        for i, pair in enumerate(pairs):
+            if len(pair) != 2 or not all(isinstance(t, str) for t in pair):
+                raise ConfigError(f"pair {i} must be a (query, document) tuple of two strings")
+        return self.model.score(pairs, batch_size=self.batch_size, show_progress=show_progress)
+
+    def rank(self, query: str, docs: Sequence[str], top_k: int | None = None) -> list[RankResult]:
+        """Documents sorted by score, best first (ties keep input order); ``top_k`` cuts the list."""
+        if not isinstance(query, str) or not query.strip():
+            raise ConfigError("query must be a non-empty string")
+        scores = self.score([(query, d) for d in docs])
+        order = sorted(range(len(docs)), key=lambda i: -scores[i])
+        return [RankResult(i, docs[i], scores[i]) for i in order[:top_k]]

@@ -1,0 +1,19 @@
+"""``distilrank mine``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from distilrank.config import MineConfig
+from distilrank.mining.negatives import mine_to_file
+
+
+def run_mine(cfg: MineConfig) -> dict[str, Any]:
+    from distilrank.evaluation.run import resolve_dataset
+
+    dataset, _ = resolve_dataset(cfg.data, cfg.split)
+    summary = mine_to_file(dataset, cfg).as_dict()
+    print(f"wrote {summary['groups']} groups for {summary['queries']} queries to {cfg.output}")
+    for reason, n in summary["groups_with_fewer_negatives"].items():
+        print(f"  {n} groups with fewer than {cfg.num_negatives} negatives: {reason}")
+    return summary
