@@ -132,3 +132,9 @@ def test_two_processes_with_accelerate_launch(tiny_model, groups_file, tmp_path)
     assert metrics["train"]["processes"] == 2
     assert metrics["train"]["examples"] == 4 * 2 * 2  # steps x batch x processes
     assert (out / "model" / "model.safetensors").exists()
+
+
+def test_two_trainings_in_one_process_may_use_different_precision(tiny_model, groups_file, tmp_path):
+    run_training(_cfg(tiny_model, groups_file, tmp_path / "a", max_steps=2))
+    metrics = run_training(_cfg(tiny_model, groups_file, tmp_path / "b", max_steps=2, mixed_precision="bf16"))
+    assert metrics["train"]["steps"] == 2

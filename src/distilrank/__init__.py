@@ -1,18 +1,34 @@
 """distilrank: build small, fast passage rerankers by knowledge distillation."""
 
-from distilrank.config import (
-    DemoConfig,
-    EvalConfig,
-    MineConfig,
-    RankConfig,
-    TrainConfig,
-    load_config,
-)
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from distilrank.config import DemoConfig, EvalConfig, MineConfig, RankConfig, TrainConfig, load_config
 from distilrank.errors import ConfigError, DataError, DistilrankError
-from distilrank.inference.reranker import RankResult, Reranker
-from distilrank.models.cross_encoder import CrossEncoder
+
+if TYPE_CHECKING:
+    from distilrank.inference.reranker import RankResult, Reranker
+    from distilrank.models.cross_encoder import CrossEncoder
 
 __version__ = "0.1.0"
+
+# Model classes import torch and transformers: load them on first use so `import distilrank`
+# (and `distilrank --help`) stays fast.
+_LAZY = {
+    "CrossEncoder": "distilrank.models.cross_encoder",
+    "RankResult": "distilrank.inference.reranker",
+    "Reranker": "distilrank.inference.reranker",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'distilrank' has no attribute {name!r}")
+
 
 __all__ = [
     "ConfigError",
