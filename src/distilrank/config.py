@@ -105,7 +105,7 @@ class EvalConfig:
     first_stage: str = "bm25"  # "bm25" (built on the fly) or a TREC / rank_llm JSON run file
     top_k: int = 100
     batch_size: int = 64
-    max_length: int = 256
+    max_length: int = 0  # 0: the length the model was trained with
     max_queries: int = 0  # 0: all judged queries
     fusion_weight: float = 0.0  # weight of the z-normalised first-stage score in the final score
     relevance_level: int = 1  # minimum grade counted relevant by MRR/MAP/Recall (TREC DL uses 2)
@@ -113,7 +113,8 @@ class EvalConfig:
 
     def __post_init__(self) -> None:
         _check(bool(self.data), "data is required: a BEIR folder, TREC folder, 'demo' or hub name")
-        _check_positive(self, "top_k", "batch_size", "max_length")
+        _check_positive(self, "top_k", "batch_size")
+        _check(self.max_length >= 0, "max_length must be >= 0 (0: the model's own)")
         _check(self.max_queries >= 0, "max_queries must be >= 0")
         _check(self.relevance_level >= 1, "relevance_level must be >= 1")
         _check_fraction(self, "fusion_weight")
@@ -147,13 +148,14 @@ class RankConfig:
     documents: str = ""  # a text file, one document per line
     top_k: int = 10
     batch_size: int = 32
-    max_length: int = 256
+    max_length: int = 0  # 0: the length the model was trained with
 
     def __post_init__(self) -> None:
         _check(bool(self.model), "model is required (a saved reranker folder)")
         _check(bool(self.query.strip()), "query is required and must not be empty")
         _check(bool(self.documents), "documents is required: a text file with one document per line")
-        _check_positive(self, "top_k", "batch_size", "max_length")
+        _check_positive(self, "top_k", "batch_size")
+        _check(self.max_length >= 0, "max_length must be >= 0 (0: the model's own)")
 
 
 @dataclass(frozen=True)

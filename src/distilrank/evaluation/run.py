@@ -56,7 +56,7 @@ def run_eval(cfg: EvalConfig) -> dict[str, Any]:
     if cfg.model:
         from distilrank.inference.reranker import Reranker
 
-        reranker = Reranker.load(cfg.model, batch_size=cfg.batch_size, max_length=cfg.max_length)
+        reranker = Reranker.load(cfg.model, batch_size=cfg.batch_size, max_length=cfg.max_length or None)
         scorer = lambda pairs: reranker.score(pairs, show_progress=True)  # noqa: E731
     report = evaluate_reranking(dataset, run, scorer, cfg.top_k, fusion_weight=cfg.fusion_weight,
                                 relevance_level=cfg.relevance_level)

@@ -45,9 +45,8 @@ class Reranker:
         p = Path(path)
         if str(path) and not p.exists() and (p.is_absolute() or str(path).startswith(".")):
             raise ConfigError(f"no model folder at {p}")
-        model = CrossEncoder.from_pretrained(str(path), dtype=dtype)
-        tok_max = getattr(model.tokenizer, "model_max_length", 512)
-        model.max_length = max_length or (tok_max if tok_max and tok_max < 100_000 else 512)
+        # max_length None: the length the model was trained with (saved as the tokenizer's maximum)
+        model = CrossEncoder.from_pretrained(str(path), dtype=dtype, max_length=max_length)
         device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         model.to(device).eval()
         return cls(model, batch_size=batch_size)

@@ -30,7 +30,7 @@ def read_documents(path: str | Path) -> list[str]:
 
 def run_rank(cfg: RankConfig) -> list[RankResult]:
     docs = read_documents(cfg.documents)
-    reranker = Reranker.load(cfg.model, batch_size=cfg.batch_size, max_length=cfg.max_length)
+    reranker = Reranker.load(cfg.model, batch_size=cfg.batch_size, max_length=cfg.max_length or None)
     results = reranker.rank(cfg.query, docs, top_k=cfg.top_k)
     for rank, r in enumerate(results, start=1):
         text = r.text if len(r.text) <= 100 else r.text[:97] + "..."

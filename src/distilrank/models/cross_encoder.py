@@ -40,6 +40,14 @@ def keep_first_layers(model: nn.Module, num_layers: int) -> None:
     model.config.num_hidden_layers = num_layers
 
 
+def max_positions(config) -> int | None:
+    """Longest input the model's position embeddings allow (RoBERTa-style models reserve 2)."""
+    n = getattr(config, "max_position_embeddings", None)
+    if n is None:
+        return None
+    return n - 2 if getattr(config, "model_type", "") in ("roberta", "xlm-roberta", "camembert") else n
+
+
 class CrossEncoder(nn.Module):
     """``AutoModelForSequenceClassification`` with one label, plus its tokenizer.
 
@@ -55,7 +63,12 @@ class CrossEncoder(nn.Module):
 
     @classmethod
     def from_pretrained(
-        cls, name_or_path: str, *, max_length: int = 256, num_layers: int = 0, dtype: torch.dtype | None = None
+        cls,
+        name_or_path: str,
+        *,
+        max_length: int | None = None,
+        num_layers: int = 0,
+        dtype: torch.dtype | None = None,
     ) -> CrossEncoder:
         path = resolve_model_path(name_or_path)
         try:
@@ -68,6 +81,13 @@ class CrossEncoder(nn.Module):
             ) from None
         if num_layers:
             keep_first_layers(model, num_layers)
+        limit = max_positions(model.config) or 512
+        if max_length is None:  # the length the checkpoint was saved with, within what it can read
+            saved = getattr(tokenizer, "model_max_length", None) or limit
+            max_length = min(saved, limit)
+        if max_length > limit:
+            raise ConfigError(f"max_length {max_length} is above what '{name_or_path}' can read ({limit} tokens); "
+                              f"use max_length <= {limit}")
         if tokenizer.pad_token is None:
             raise ConfigError(f"the tokenizer of '{name_or_path}' has no padding token")
         return cls(model, tokenizer, max_length=max_length)
