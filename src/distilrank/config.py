@@ -167,16 +167,16 @@ class DemoConfig:
     seed: int = 13
     num_layers: int = 0
     loss: str = "listwise"
-    max_steps: int = 150
+    max_steps: int = 200
     batch_size: int = 4
     group_size: int = 8
-    max_length: int = 128
-    learning_rate: float = 1e-4
+    max_length: int = 96
+    learning_rate: float = 1.5e-4
     warmup_ratio: float = 0.1
     rank_max: int = 30
     top_k: int = 20
     test_queries: int = 250
-    fusion_weight: float = 0.0
+    fusion_weight: float = 0.3  # weight of BM25 in the extra fused row (0: no fused row)
 
     def __post_init__(self) -> None:
         _check_positive(self, "max_steps", "batch_size", "max_length", "top_k", "test_queries")

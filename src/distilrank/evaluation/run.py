@@ -78,6 +78,7 @@ def render_report(report: RerankReport, first_name: str = "first stage") -> str:
     systems = {first_name: report.first_stage}
     if report.reranked:
         systems["reranker" + (f" (fused, w={report.fusion_weight})" if report.fusion_weight else "")] = report.reranked
-    head = (f"{report.dataset}: {report.queries} queries, top-{report.top_k} reranked, "
+    what = f"top-{report.top_k} reranked" if report.reranked else f"first stage top-{report.top_k} (no model given)"
+    head = (f"{report.dataset}: {report.queries} queries, {what}, "
             f"recall cap R@{report.top_k} = {report.recall_cap:.4f}, relevance level {report.relevance_level}")
     return head + "\n" + format_table(systems, metrics)

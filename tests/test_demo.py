@@ -1,0 +1,22 @@
+import json
+
+from distilrank.config import DemoConfig
+from distilrank.demo import run_demo
+
+
+def test_demo_pipeline_writes_everything(tmp_path, tiny_model, capsys):
+    out = tmp_path / "demo"
+    cfg = DemoConfig(output_dir=str(out), model=str(tiny_model), max_steps=2, batch_size=2, group_size=3,
+                     max_length=48, top_k=5, test_queries=8, fusion_weight=0.3)
+    metrics = run_demo(cfg)
+    saved = json.loads((out / "metrics.json").read_text())
+    assert saved["bm25"]["nDCG@10"] == metrics["bm25"]["nDCG@10"]
+    for system in ("bm25", "untrained", "reranker", "reranker+bm25 (w=0.3)"):
+        assert set(saved[system]) == {"nDCG@10", "MRR@10", "MAP", "R@5"}
+    assert saved["test_queries"] == 8 and saved["corpus_size"] >= 2000
+    assert "listwise" in saved["recipe"]
+    for name in ("config.yaml", "metrics.png", "train_groups.jsonl", "data/corpus.jsonl",
+                 "train/model/model.safetensors", "train/loss.png", "train/metrics.jsonl"):
+        assert (out / name).exists(), name
+    table = capsys.readouterr().out
+    assert "bm25" in table and "untrained" in table and "reranker" in table
