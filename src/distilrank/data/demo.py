@@ -18,13 +18,12 @@ import hashlib
 import json
 import random
 import re
-import shutil
 import sysconfig
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 from distilrank.data.records import Passage, Query, RetrievalDataset
+from distilrank.io import atomic_dir
 
 SKIP_DIRS = {
     "test",
@@ -115,17 +114,12 @@ def build_demo_dataset(
 
 def write_beir(datasets: dict[str, RetrievalDataset], folder: str | Path) -> Path:
     """Write a BEIR folder (corpus.jsonl, queries.jsonl, qrels/<split>.tsv) atomically."""
-    folder = Path(folder)
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
-    try:
-        corpus = next(iter(datasets.values())).corpus
+    corpus = next(iter(datasets.values())).corpus
+    with atomic_dir(folder) as tmp:
         with (tmp / "corpus.jsonl").open("w", encoding="utf-8") as fh:
             for p in corpus.values():
-                fh.write(
-                    json.dumps({"_id": p.id, "title": p.title, "text": p.text}, ensure_ascii=False)
-                    + "\n"
-                )
+                row = {"_id": p.id, "title": p.title, "text": p.text}
+                fh.write(json.dumps(row, ensure_ascii=False) + "\n")
         (tmp / "qrels").mkdir()
         with (tmp / "queries.jsonl").open("w", encoding="utf-8") as fh:
             for split, ds in datasets.items():
@@ -134,16 +128,8 @@ def write_beir(datasets: dict[str, RetrievalDataset], folder: str | Path) -> Pat
                 lines = ["query-id\tcorpus-id\tscore"] + [
                     f"{q}\t{d}\t{g}" for q, docs in ds.qrels.items() for d, g in docs.items()
                 ]
-                (tmp / "qrels" / f"{split}.tsv").write_text(
-                    "\n".join(lines) + "\n", encoding="utf-8"
-                )
-        if folder.exists():
-            shutil.rmtree(folder)
-        tmp.rename(folder)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return folder
+                (tmp / "qrels" / f"{split}.tsv").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return Path(folder)
 
 
 def fingerprint(folder: str | Path) -> str:

@@ -10,6 +10,7 @@ from typing import Any
 from distilrank.config import TrainConfig
 from distilrank.data.records import Group
 from distilrank.errors import ConfigError
+from distilrank.io import atomic_dir
 from distilrank.models.cross_encoder import CrossEncoder
 from distilrank.reports import plot_comparison, plot_loss, read_log, start_run, write_metrics
 from distilrank.training.loop import make_accelerator, train_loop
@@ -60,8 +61,8 @@ def run_training(cfg: TrainConfig, on_step: Callable[[int], None] | None = None)
                   "final_loss": result.final_loss, "processes": accelerator.num_processes},
     }
     if accelerator.is_main_process:
-        trained = accelerator.unwrap_model(model)
-        trained.save_pretrained(out / "model")
+        with atomic_dir(out / "model") as tmp:  # a kill mid-save leaves no half-written model
+            accelerator.unwrap_model(model).save_pretrained(tmp)
         evals = [r["eval"] for r in read_log(out / "metrics.jsonl") if "eval" in r]
         if evaluate is not None and evals:
             metrics["first_stage"] = evaluate.first_stage()  # type: ignore[attr-defined]
