@@ -4,7 +4,14 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from distilrank.config import DemoConfig, EvalConfig, MineConfig, RankConfig, TrainConfig, load_config
+from distilrank.config import (
+    DemoConfig,
+    EvalConfig,
+    MineConfig,
+    RankConfig,
+    TrainConfig,
+    load_config,
+)
 from distilrank.errors import ConfigError, DataError, DistilrankError
 
 if TYPE_CHECKING:

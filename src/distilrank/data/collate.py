@@ -1,10 +1,14 @@
-"""Length-grouped, deterministic batching (resumable: the order depends only on seed and epoch)."""
+"""Batching: length-grouped training batches (resumable) and token-exact scoring batches."""
 
 from __future__ import annotations
 
+import itertools
 import random
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 
+import numpy as np
+import torch
 from torch.utils.data import Sampler
 
 
@@ -52,3 +56,72 @@ class LengthGroupedBatchSampler(Sampler[list[int]]):
     def __len__(self) -> int:
         n = len(self.lengths)
         return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
+
+
+# ------------------------------------------------------------------ token-exact batching
+
+
+def pair_lengths(tokenizer, queries: Sequence[str], docs: Sequence[str], max_length: int) -> list[int]:
+    """Exact token length of each (query, doc) pair as the tokenizer would encode and truncate it.
+
+    Each distinct text is tokenized once, without special tokens; a pair's length is the sum plus
+    the pair's special tokens, capped at ``max_length`` (``longest_first`` truncation cuts a pair to
+    exactly ``max_length``). Much cheaper than encoding every pair when queries repeat.
+    """
+    texts = list(dict.fromkeys([*queries, *docs]))
+    ids = tokenizer(texts, add_special_tokens=False, return_attention_mask=False,
+                    return_token_type_ids=False)["input_ids"]
+    n_tokens = {t: len(x) for t, x in zip(texts, ids)}
+    special = tokenizer.num_special_tokens_to_add(pair=True)
+    return [min(max_length, n_tokens[q] + n_tokens[d] + special) for q, d in zip(queries, docs)]
+
+
+def length_sorted_batches(lengths: Sequence[int], batch_size: int) -> list[np.ndarray]:
+    """Indices sorted by exact token length, longest first, cut into batches of ``batch_size``.
+
+    Neighbours in exact token order differ by a token or two, so a batch padded to its own longest
+    row carries almost no padding (sorting by characters, as sentence-transformers does, pads TREC DL
+    2019 pairs to 1.34x their tokens; exact order: 1.01x). Batches keep ``batch_size`` rows: packing
+    more short rows into one batch (a token budget) measured slower on CPU.
+    """
+    order = np.argsort(-np.asarray(lengths, dtype=np.int64), kind="stable")
+    return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+
+
+@dataclass
+class EncodedPairs:
+    """Token ids of many pairs, flattened per field; :meth:`batch` pads any subset to tensors."""
+
+    fields: dict[str, np.ndarray]  # field -> all rows concatenated
+    offsets: np.ndarray  # start of each row in the flat arrays
+    lengths: np.ndarray  # tokens per row
+    pad_values: dict[str, int]
+    left_padding: bool = False
+
+    @classmethod
+    def from_tokenizer(cls, tokenizer, queries: Sequence[str], docs: Sequence[str], max_length: int) -> EncodedPairs:
+        """Encode all pairs in one batched call (truncation ``longest_first``, no padding)."""
+        enc = tokenizer(list(queries), list(docs), truncation=True, max_length=max_length)
+        lengths = np.fromiter((len(x) for x in enc["input_ids"]), dtype=np.int64, count=len(enc["input_ids"]))
+        offsets = np.zeros(len(lengths), dtype=np.int64)
+        np.cumsum(lengths[:-1], out=offsets[1:])
+        pads = {"input_ids": tokenizer.pad_token_id, "token_type_ids": getattr(tokenizer, "pad_token_type_id", 0)}
+        fields = {k: np.fromiter(itertools.chain.from_iterable(v), dtype=np.int64, count=int(lengths.sum()))
+                  for k, v in enc.items() if k != "attention_mask"}
+        pad_values = {k: pads.get(k, 0) for k in fields}
+        if "attention_mask" in enc:
+            pad_values["attention_mask"] = 0
+        return cls(fields, offsets, lengths, pad_values, tokenizer.padding_side == "left")
+
+    def batch(self, rows: np.ndarray) -> dict[str, torch.Tensor]:
+        """Rows padded to their own longest length, as ``tokenizer(..., padding=True)`` would."""
+        lens = self.lengths[rows]
+        pos = np.arange(int(lens.max()))[None, :]
+        shift = (pos.shape[1] - lens)[:, None] if self.left_padding else np.zeros((len(rows), 1), dtype=np.int64)
+        valid = (pos >= shift) & (pos < shift + lens[:, None])
+        src = np.where(valid, self.offsets[rows][:, None] + pos - shift, 0)
+        out = {}
+        for key, pad in self.pad_values.items():
+            values = valid.astype(np.int64) if key == "attention_mask" else np.where(valid, self.fields[key][src], pad)
+            out[key] = torch.from_numpy(values)
+        return out

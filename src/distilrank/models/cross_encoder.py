@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from functools import partial
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 from transformers import AutoModelForSequenceClassification, AutoTokenizer, BatchEncoding
 
+from distilrank.data.collate import EncodedPairs, length_sorted_batches
 from distilrank.errors import ConfigError
 
 logger = logging.getLogger(__name__)
@@ -17,6 +21,8 @@ logger = logging.getLogger(__name__)
 PACKAGED_NAMES = ("packaged:all-MiniLM-L6-v2", "all-MiniLM-L6-v2", "sentence-transformers/all-MiniLM-L6-v2")
 # Stored in config.json so sentence_transformers.CrossEncoder returns the raw logit, as we do.
 ST_IDENTITY = {"activation_fn": "torch.nn.modules.linear.Identity"}
+# score() tokenizes this many pairs at once: bounds the memory of the token lists
+SCORE_CHUNK = 16384
 
 
 def resolve_model_path(name: str) -> str:
@@ -46,6 +52,61 @@ def max_positions(config) -> int | None:
     if n is None:
         return None
     return n - 2 if getattr(config, "model_type", "") in ("roberta", "xlm-roberta", "camembert") else n
+
+
+# Classification heads that read only the first token's final hidden state.
+FIRST_TOKEN_HEADS = ("BertForSequenceClassification", "RobertaForSequenceClassification",
+                     "XLMRobertaForSequenceClassification", "ElectraForSequenceClassification")
+
+
+def _first_token_attention(module: nn.Module, hidden_states: Tensor, attention_mask: Tensor | None = None,
+                           *args: Any, **kwargs: Any) -> tuple[Tensor, None]:
+    """BERT-style self-attention computed for position 0 only: its query against every key and value."""
+    b, n, heads = hidden_states.shape[0], hidden_states.shape[1], module.num_attention_heads
+    q = module.query(hidden_states[:, :1]).view(b, 1, heads, -1).transpose(1, 2)
+    k = module.key(hidden_states).view(b, n, heads, -1).transpose(1, 2)
+    v = module.value(hidden_states).view(b, n, heads, -1).transpose(1, 2)
+    mask = attention_mask[:, :, :1] if attention_mask is not None else None  # (B, 1, 1, n): the first query row
+    context = nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+    return context.transpose(1, 2).reshape(b, 1, -1), None
+
+
+def _last_attention(model: nn.Module) -> nn.Module | None:
+    """The last layer's attention block when :func:`first_token_last_layer` applies to ``model``."""
+    config = model.config
+    if (type(model).__name__ not in FIRST_TOKEN_HEADS or model.training
+            or getattr(config, "_attn_implementation", None) not in ("sdpa", "eager")
+            or getattr(config, "position_embedding_type", "absolute") != "absolute"):
+        return None
+    layers = getattr(getattr(model.base_model, "encoder", None), "layer", None)
+    att = getattr(layers[-1], "attention", None) if layers else None
+    parts = (getattr(att, "self", None), getattr(att, "output", None))
+    if att is None or any(p is None or "forward" in vars(p) for p in parts):
+        return None  # unknown layout, or forward already wrapped (hooks, a concurrent call)
+    return att if all(hasattr(parts[0], a) for a in ("query", "key", "value", "num_attention_heads")) else None
+
+
+@contextmanager
+def first_token_last_layer(model: nn.Module) -> Iterator[bool]:
+    """While active, the last encoder layer computes position 0 only, the one the head reads.
+
+    Every other position of the last layer (attention output, feed-forward) is work whose result is
+    thrown away; skipping it saves about 1/num_layers x 5/6 of the compute, with the same logits
+    (up to float rounding). Applies to BERT/RoBERTa/ELECTRA-style classifiers in eval mode with
+    sdpa/eager attention; yields False (and changes nothing) for anything else.
+    """
+    att = _last_attention(model)
+    if att is None:
+        yield False
+        return
+    self_attention, output = att.self, att.output
+    plain_output = output.forward
+    self_attention.forward = partial(_first_token_attention, self_attention)
+    output.forward = lambda hidden, residual: plain_output(hidden, residual[:, :1])
+    try:
+        yield True
+    finally:
+        del self_attention.forward, output.forward
 
 
 class CrossEncoder(nn.Module):
@@ -119,22 +180,38 @@ class CrossEncoder(nn.Module):
         max_length: int | None = None,
         show_progress: bool = False,
     ) -> list[float]:
-        """Score (query, document) pairs; batches are formed from length-sorted pairs."""
+        """Raw logits for (query, document) pairs, in input order.
+
+        Pairs are tokenized once per chunk of ``SCORE_CHUNK`` in one batched call and batched in
+        exact token-length order, each batch padded to its own longest row (almost no padding;
+        see :func:`~distilrank.data.collate.length_sorted_batches`). The last layer computes only
+        the first token, the one the classification head reads (see :func:`first_token_last_layer`).
+        """
         from tqdm.auto import tqdm
 
         was_training = self.model.training
         self.model.eval()
-        order = sorted(range(len(pairs)), key=lambda i: len(pairs[i][0]) + len(pairs[i][1]), reverse=True)
         scores = [0.0] * len(pairs)
-        starts = range(0, len(order), batch_size)
-        for start in tqdm(starts, desc="scoring", unit="batch", disable=not show_progress):
-            idx = order[start : start + batch_size]
-            features = self.tokenize([pairs[i][0] for i in idx], [pairs[i][1] for i in idx], max_length)
-            logits = self(**features.to(self.device)).float().cpu().tolist()
-            for i, s in zip(idx, logits):
-                scores[i] = s
-        self.model.train(was_training)
+        try:
+            with first_token_last_layer(self.model), \
+                    tqdm(total=len(pairs), desc="scoring", unit="pair", disable=not show_progress) as bar:
+                for start in range(0, len(pairs), SCORE_CHUNK):
+                    chunk = pairs[start : start + SCORE_CHUNK]
+                    for i, s in self._score_chunk(chunk, batch_size, max_length or self.max_length, bar.update):
+                        scores[start + i] = s
+        finally:
+            self.model.train(was_training)
         return scores
+
+    def _score_chunk(
+        self, pairs: Sequence[tuple[str, str]], batch_size: int, max_length: int, progress: Callable[[int], object]
+    ) -> Iterator[tuple[int, float]]:
+        encoded = EncodedPairs.from_tokenizer(self.tokenizer, [q for q, _ in pairs], [d for _, d in pairs], max_length)
+        device = self.device
+        for rows in length_sorted_batches(encoded.lengths, batch_size):
+            features = {k: v.to(device) for k, v in encoded.batch(rows).items()}
+            yield from zip(rows.tolist(), self(**features).float().cpu().tolist())
+            progress(len(rows))
 
     def save_pretrained(self, path: str | Path) -> None:
         """Write a standard HF folder (weights, config, tokenizer) with our max_length recorded."""

@@ -10,6 +10,7 @@ from typing import Any, Protocol
 import torch
 from torch import Tensor
 
+from distilrank.data.collate import pair_lengths
 from distilrank.data.records import Group, LabeledPair
 from distilrank.errors import ConfigError
 from distilrank.losses import listwise_softmax_ce, margin_mse, pairwise_margin, pointwise_bce
@@ -45,7 +46,17 @@ class RerankTask:
             raise ConfigError("loss=margin_mse needs teacher scores: groups jsonl with a 'scores' list")
 
     def lengths(self, examples: Sequence[Any]) -> list[int]:
-        return [len(e.query) + len(e.passage if isinstance(e, LabeledPair) else e.positive) for e in examples]
+        """Padded width each example brings to a batch: its longest pair in exact tokens."""
+        queries, docs, owner = [], [], []
+        for k, e in enumerate(examples):
+            texts = [e.passage] if isinstance(e, LabeledPair) else self._docs(e)[0]
+            queries += [e.query] * len(texts)
+            docs += texts
+            owner += [k] * len(texts)
+        widths = [0] * len(examples)
+        for k, n in zip(owner, pair_lengths(self.model.tokenizer, queries, docs, self.max_length)):
+            widths[k] = max(widths[k], n)
+        return widths
 
     def _docs(self, group: Group) -> tuple[list[str], list[float] | None]:
         n = min(self.group_size, len(group.documents))
