@@ -69,8 +69,9 @@ def pair_lengths(tokenizer, queries: Sequence[str], docs: Sequence[str], max_len
     exactly ``max_length``). Much cheaper than encoding every pair when queries repeat.
     """
     texts = list(dict.fromkeys([*queries, *docs]))
+    # verbose=False: texts longer than the model's maximum are expected here (they get truncated)
     ids = tokenizer(texts, add_special_tokens=False, return_attention_mask=False,
-                    return_token_type_ids=False)["input_ids"]
+                    return_token_type_ids=False, verbose=False)["input_ids"]
     n_tokens = {t: len(x) for t, x in zip(texts, ids)}
     special = tokenizer.num_special_tokens_to_add(pair=True)
     return [min(max_length, n_tokens[q] + n_tokens[d] + special) for q, d in zip(queries, docs)]
