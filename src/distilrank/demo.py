@@ -11,6 +11,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from accelerate.utils import set_seed
+
 from distilrank.config import DemoConfig, MineConfig, TrainConfig
 from distilrank.data.demo import DemoSizes, build_demo_dataset, write_beir
 from distilrank.data.readers import read_beir
@@ -58,6 +60,7 @@ def run_demo(cfg: DemoConfig) -> dict[str, Any]:
                                    rank_max=cfg.rank_max, seed=cfg.seed))
 
     run = first_stage_run(test, None, cfg.top_k)
+    set_seed(cfg.seed)  # the untrained start's fresh head is the one training starts from
     start = CrossEncoder.from_pretrained(cfg.model, max_length=cfg.max_length, num_layers=cfg.num_layers)
     _step(f"scoring BM25 and the untrained starting point on top-{cfg.top_k} of {len(run)} test queries")
     before = evaluate_reranking(test, run, lambda p: start.score(p, show_progress=True), cfg.top_k)

@@ -7,6 +7,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from accelerate.utils import set_seed
+
 from distilrank.config import TrainConfig
 from distilrank.data.records import Group
 from distilrank.errors import ConfigError
@@ -44,6 +46,7 @@ def run_training(cfg: TrainConfig, on_step: Callable[[int], None] | None = None)
         raise ConfigError(f"{out} already holds a trained model; choose another output_dir or pass resume=true")
     accelerator = make_accelerator(cfg)
     examples = read_training_file(cfg.train_file)
+    set_seed(cfg.seed)  # before the model: a fresh classification head is initialised at random
     model = CrossEncoder.from_pretrained(cfg.model, max_length=cfg.max_length, num_layers=cfg.num_layers)
     task = RerankTask(model, cfg.loss, cfg.group_size, cfg.max_length, cfg.margin)
     task.check(examples)
