@@ -21,20 +21,26 @@ from distilrank.training.tasks import RerankTask, shuffle_negatives
 logger = logging.getLogger(__name__)
 
 
-def make_eval_fn(spec: str, split: str, top_k: int, max_queries: int, batch_size: int = 64) -> Callable[[Any], dict]:
-    """Evaluation on a fixed query sample of ``spec``; the first stage is computed once."""
-    from distilrank.evaluation.ranking import evaluate_reranking
-    from distilrank.evaluation.run import first_stage_run, resolve_dataset
+class RerankEvaluator:
+    """Evaluation on a fixed query sample of a dataset spec; the first stage is computed once."""
 
-    dataset, given_run = resolve_dataset(spec, split)
-    run = first_stage_run(dataset, given_run, top_k, max_queries)
+    def __init__(self, spec: str, split: str, top_k: int, max_queries: int, batch_size: int = 64) -> None:
+        from distilrank.evaluation.run import first_stage_run, resolve_dataset
 
-    def evaluate(model: CrossEncoder) -> dict[str, float]:
-        report = evaluate_reranking(dataset, run, lambda pairs: model.score(pairs, batch_size=batch_size), top_k)
-        return report.reranked
+        self.dataset, given_run = resolve_dataset(spec, split)
+        self.run = first_stage_run(self.dataset, given_run, top_k, max_queries)
+        self.top_k, self.batch_size = top_k, batch_size
 
-    evaluate.first_stage = lambda: evaluate_reranking(dataset, run, None, top_k).first_stage  # type: ignore[attr-defined]
-    return evaluate
+    def __call__(self, model: CrossEncoder) -> dict[str, float]:
+        from distilrank.evaluation.ranking import evaluate_reranking
+
+        scorer = lambda pairs: model.score(pairs, batch_size=self.batch_size)  # noqa: E731
+        return evaluate_reranking(self.dataset, self.run, scorer, self.top_k).reranked
+
+    def first_stage(self) -> dict[str, float]:
+        from distilrank.evaluation.ranking import evaluate_reranking
+
+        return evaluate_reranking(self.dataset, self.run, None, self.top_k).first_stage
 
 
 def run_training(cfg: TrainConfig, on_step: Callable[[int], None] | None = None) -> dict[str, Any]:
@@ -52,9 +58,9 @@ def run_training(cfg: TrainConfig, on_step: Callable[[int], None] | None = None)
     task.check(examples)
     if isinstance(examples[0], Group):
         examples = shuffle_negatives(examples, cfg.seed)
-    evaluate = None
+    evaluate: RerankEvaluator | None = None
     if cfg.eval_data:
-        evaluate = make_eval_fn(cfg.eval_data, cfg.eval_split, cfg.eval_top_k, cfg.eval_max_queries)
+        evaluate = RerankEvaluator(cfg.eval_data, cfg.eval_split, cfg.eval_top_k, cfg.eval_max_queries)
     if accelerator.is_main_process:
         start_run(out, cfg)
     accelerator.wait_for_everyone()
@@ -68,7 +74,7 @@ def run_training(cfg: TrainConfig, on_step: Callable[[int], None] | None = None)
             accelerator.unwrap_model(model).save_pretrained(tmp)
         evals = [r["eval"] for r in read_log(out / "metrics.jsonl") if "eval" in r]
         if evaluate is not None and evals:
-            metrics["first_stage"] = evaluate.first_stage()  # type: ignore[attr-defined]
+            metrics["first_stage"] = evaluate.first_stage()
             metrics["reranker"] = evals[-1]
             plot_comparison({"first stage": metrics["first_stage"], "reranker": metrics["reranker"]},
                             out / "metrics.png", title=f"{cfg.eval_data} ({cfg.eval_split})")
