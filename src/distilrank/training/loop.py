@@ -44,14 +44,14 @@ class TrainResult:
 
 
 def make_accelerator(cfg: TrainConfig) -> Accelerator:
-    # cpu=True without CUDA lets torchrun-style launches (`accelerate launch --multi_gpu`,
-    # `torchrun`) form a gloo process group on CPU-only hosts instead of N separate runs.
     from accelerate.state import AcceleratorState
 
     # accelerate keeps its state per process; a second training in the same process (stages,
     # notebooks, benchmarks) may ask for another precision, so start from a clean state. The
     # process group (PartialState) is kept.
     AcceleratorState._reset_state(reset_partial_state=False)
+    # cpu=True without CUDA lets torchrun-style launches (`accelerate launch --multi_gpu`,
+    # `torchrun`) form a gloo process group on CPU-only hosts instead of N separate runs.
     try:
         return Accelerator(mixed_precision=cfg.mixed_precision, cpu=not torch.cuda.is_available())
     except ValueError as exc:  # e.g. fp16 without a GPU
