@@ -31,6 +31,14 @@ def _cmd_train(args: argparse.Namespace) -> None:
         print(f"trained {metrics['train']['steps']} steps in {metrics['train']['seconds']:.0f}s")
 
 
+def _cmd_distill(args: argparse.Namespace) -> None:
+    from distilrank.config import DistillConfig, load_config
+    from distilrank.training.distill import run_distill
+
+    overrides = list(args.overrides) + (["resume=true"] if args.resume else [])
+    run_distill(load_config(DistillConfig, args.config, overrides))
+
+
 def _cmd_eval(args: argparse.Namespace) -> None:
     from distilrank.config import EvalConfig, load_config
     from distilrank.evaluation.run import run_eval
@@ -64,6 +72,8 @@ def _commands() -> dict[str, tuple[str, Callable[[argparse.Namespace], None], st
     return {
         "demo": ("run the whole pipeline offline on the embedded demo dataset", _cmd_demo, "DemoConfig"),
         "mine": ("mine BM25 hard negatives for training queries (groups jsonl)", _cmd_mine, "MineConfig"),
+        "distill-mlm": ("distil a smaller encoder from a teacher's layers by masked-LM KD (DistilBERT recipe)",
+                        _cmd_distill, "DistillConfig"),
         "train": ("fine-tune a cross-encoder reranker", _cmd_train, "TrainConfig"),
         "eval": ("rerank a first-stage run and report ir-measures metrics", _cmd_eval, "EvalConfig"),
         "rank": ("rank the documents of a file for one query", _cmd_rank, "RankConfig"),
@@ -82,7 +92,7 @@ def build_parser() -> argparse.ArgumentParser:
                            formatter_class=argparse.RawDescriptionHelpFormatter)
         p.add_argument("--config", metavar="FILE", help="YAML file with settings")
         p.add_argument("overrides", nargs="*", metavar="key=value", help="settings that override the file")
-        if name == "train":
+        if name in ("train", "distill-mlm"):
             p.add_argument("--resume", action="store_true", help="continue from the last checkpoint in output_dir")
         if name == "demo":
             p.add_argument("--output-dir", help="folder for everything the demo writes (default: a new folder)")
@@ -95,6 +105,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not args.verbose:  # keep the output to our own progress and results (set before transformers loads)
         os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
         os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    if not args.verbose:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()  # e.g. "Writing model shards" on every save
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
     try:

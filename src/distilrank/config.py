@@ -21,6 +21,8 @@ from distilrank.errors import ConfigError
 DEFAULT_MODEL = "packaged:all-MiniLM-L6-v2"  # resolved by distilrank.models.resolve_model_path
 
 LOSSES = ("bce", "pairwise", "listwise", "margin_mse")
+STUDENT_ARCHITECTURES = ("same", "distilbert")
+TEACHER_HEAD = ("fit", "skip_kl")
 MIXED_PRECISION = ("no", "bf16", "fp16")
 
 C = TypeVar("C")
@@ -93,6 +95,71 @@ class TrainConfig:
             _check(getattr(self, name) >= 0, f"{name} must be >= 0")
         _check(self.save_total_limit >= 1, "save_total_limit must be >= 1")
         _check(self.eval_steps == 0 or bool(self.eval_data), "eval_steps > 0 needs eval_data")
+
+
+@dataclass(frozen=True)
+class DistillConfig:
+    """``distilrank distill-mlm``: a DistilBERT-style student from a teacher's layers, trained by MLM KD."""
+
+    data: str = ""  # .txt / .jsonl files, WikiExtractor folders, comma-separated lists, or a hub dataset name
+    data_config: str = ""  # hub dataset config, e.g. 20231101.en for wikimedia/wikipedia
+    data_split: str = "train"
+    text_field: str = "text"
+    min_words: int = 20  # WikiExtractor documents with fewer words are stubs and dropped
+    max_blocks: int = 0  # 0: the whole corpus; N: stop after N blocks (bounds an endless hub stream)
+    teacher: str = DEFAULT_MODEL
+    student: str = ""  # empty: build from the teacher's layers; else a masked-LM checkpoint with the same vocabulary
+    layers: tuple[int, ...] = ()  # teacher layers copied into the student; empty: every other (first and last kept)
+    architecture: str = "same"  # "same" as the teacher, or "distilbert" (DistilBertForMaskedLM from a BERT teacher)
+    teacher_head: str = "fit"  # teacher without an MLM head: "fit" it first (encoder frozen) or "skip_kl"
+    head_fit_steps: int = 300
+    head_fit_lr: float = 1e-3
+    output_dir: str = "runs/distill"
+    cache_dir: str = ""  # tokenized blocks; empty: <output_dir>/cache
+    block_size: int = 128
+    eval_blocks: int = 256  # held-out blocks for MLM loss and accuracy
+    mlm_probability: float = 0.15
+    whole_word_mask: bool = False
+    temperature: float = 2.0
+    alpha_ce: float = 5.0  # KL between temperature-softened teacher and student MLM distributions
+    alpha_mlm: float = 2.0  # MLM cross-entropy
+    alpha_cos: float = 1.0  # cosine loss between last hidden states
+    max_steps: int = 0  # 0: run `epochs` epochs instead
+    epochs: float = 1.0
+    batch_size: int = 32  # blocks per optimizer step
+    gradient_accumulation_steps: int = 1
+    learning_rate: float = 5e-4
+    warmup_ratio: float = 0.05
+    weight_decay: float = 0.0
+    max_grad_norm: float = 5.0
+    mixed_precision: str = "no"
+    seed: int = 42
+    save_steps: int = 0
+    save_total_limit: int = 2
+    eval_steps: int = 0  # 0: evaluate at the end only
+    log_steps: int = 10
+    resume: bool = False
+
+    def __post_init__(self) -> None:
+        _check(bool(self.data), "data is required: text files, a WikiExtractor folder or a hub dataset name")
+        _check(self.architecture in STUDENT_ARCHITECTURES,
+               f"architecture must be one of {STUDENT_ARCHITECTURES}, got {self.architecture!r}")
+        _check(self.teacher_head in TEACHER_HEAD, f"teacher_head must be one of {TEACHER_HEAD}, got {self.teacher_head!r}")
+        _check(self.mixed_precision in MIXED_PRECISION,
+               f"mixed_precision must be one of {MIXED_PRECISION}, got {self.mixed_precision!r}")
+        _check_positive(self, "batch_size", "gradient_accumulation_steps", "learning_rate", "head_fit_lr",
+                        "temperature", "log_steps", "eval_blocks")
+        _check(8 <= self.block_size <= 8192, f"block_size must be in [8, 8192], got {self.block_size}")
+        _check(0.0 < self.mlm_probability < 1.0, f"mlm_probability must be in (0, 1), got {self.mlm_probability}")
+        for name in ("alpha_ce", "alpha_mlm", "alpha_cos", "max_steps", "max_blocks", "min_words", "head_fit_steps",
+                     "save_steps", "eval_steps", "weight_decay", "max_grad_norm"):
+            _check(getattr(self, name) >= 0, f"{name} must be >= 0, got {getattr(self, name)}")
+        _check(self.alpha_ce + self.alpha_mlm + self.alpha_cos > 0, "alpha_ce, alpha_mlm and alpha_cos are all 0")
+        _check(self.max_steps > 0 or self.epochs > 0, "set max_steps > 0 or epochs > 0")
+        _check(self.learning_rate < 1.0 and self.head_fit_lr < 1.0, "a learning rate >= 1 is absurd; try 1e-4..1e-3")
+        _check(not (self.student and self.layers), "set either student (an existing model) or layers, not both")
+        _check_fraction(self, "warmup_ratio")
+        _check(self.save_total_limit >= 1, "save_total_limit must be >= 1")
 
 
 @dataclass(frozen=True)
@@ -209,6 +276,9 @@ def _coerce(value: Any, tp: Any, name: str) -> Any:
         return number
     if tp is str:
         return "" if value is None else str(value)
+    if origin is tuple:  # tuple[int, ...]: a YAML list, or "0,2,4" / "[0, 2, 4]" from the command line
+        items = value if isinstance(value, (list, tuple)) else [v for v in str(value).strip("[]() ").split(",") if v.strip()]
+        return tuple(_coerce(v.strip() if isinstance(v, str) else v, typing.get_args(tp)[0], name) for v in items)
     return value
 
 
@@ -259,7 +329,8 @@ def load_config(cls: type[C], path: str | Path | None = None, overrides: list[st
 
 
 def config_to_dict(cfg: Any) -> dict[str, Any]:
-    return dataclasses.asdict(cfg)
+    """Plain YAML-safe values (tuples become lists)."""
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(cfg).items()}
 
 
 def save_config(cfg: Any, path: str | Path) -> None:

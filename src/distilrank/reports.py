@@ -41,24 +41,28 @@ def _pyplot():
     return plt
 
 
-def plot_loss(log_path: str | Path, png: str | Path) -> bool:
-    """Training loss (and evaluation nDCG@10 when logged) against the optimizer step."""
+def plot_loss(log_path: str | Path, png: str | Path, eval_key: str = "nDCG@10") -> bool:
+    """Training loss, its logged parts (``loss_*``) and the evaluation metric ``eval_key`` per step."""
     rows = read_log(log_path)
     train = [r for r in rows if "loss" in r]
     if not train:
         return False
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(6, 3.5))
-    ax.plot([r["step"] for r in train], [r["loss"] for r in train], label="training loss", color="tab:blue")
+    steps = [r["step"] for r in train]
+    ax.plot(steps, [r["loss"] for r in train], label="training loss", color="tab:blue")
+    for name in sorted({k for r in train for k in r if k.startswith("loss_")}):
+        ax.plot(steps, [r.get(name, float("nan")) for r in train], "--", linewidth=1, label=name[5:])
     ax.set_xlabel("step")
     ax.set_ylabel("loss")
-    evals = [r for r in rows if "eval" in r and "nDCG@10" in r["eval"]]
+    evals = [r for r in rows if "eval" in r and eval_key in r["eval"]]
     if evals:
         ax2 = ax.twinx()
-        ax2.plot([r["step"] for r in evals], [r["eval"]["nDCG@10"] for r in evals], "o-", color="tab:orange",
-                 label="eval nDCG@10")
-        ax2.set_ylabel("nDCG@10")
-        fig.legend(loc="upper right")
+        ax2.plot([r["step"] for r in evals], [r["eval"][eval_key] for r in evals], "o-", color="tab:orange",
+                 label=f"eval {eval_key}")
+        ax2.set_ylabel(eval_key)
+    if evals or len(ax.get_lines()) > 1:
+        fig.legend(loc="upper right", fontsize="small")
     ax.set_title("training")
     fig.tight_layout()
     with atomic_open(png, "wb") as fh:

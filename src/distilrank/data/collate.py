@@ -126,3 +126,73 @@ class EncodedPairs:
             values = valid.astype(np.int64) if key == "attention_mask" else np.where(valid, self.fields[key][src], pad)
             out[key] = torch.from_numpy(values)
         return out
+
+
+def continuation_table(tokenizer) -> np.ndarray:
+    """``table[id]`` is True when token ``id`` continues the previous token's word.
+
+    WordPiece marks continuations with ``##``; byte-level BPE (``Ġ``) and SentencePiece (``▁``)
+    mark word starts instead. Packed blocks keep no offsets, so whole-word masking reads words
+    from the vocabulary.
+    """
+    vocab = tokenizer.get_vocab()
+    table = np.zeros(max(len(tokenizer), max(vocab.values()) + 1), dtype=bool)
+    starts = [p for p in ("Ġ", "▁") if sum(t.startswith(p) for t in vocab) > len(vocab) // 10]
+    special = set(tokenizer.all_special_tokens)
+    for token, i in vocab.items():
+        if token in special:
+            continue
+        table[i] = not token.startswith(starts[0]) if starts else token.startswith("##")
+    return table
+
+
+class BlockMasker:
+    """Token-id blocks -> ``{input_ids, attention_mask, labels}`` with dynamic MLM masking.
+
+    Masking is ``transformers.DataCollatorForLanguageModeling``'s (``mlm_probability`` of the
+    tokens, of which 80% become ``[MASK]``, 10% a random token, 10% stay); special and padding
+    tokens are never chosen. With ``whole_word`` all pieces of a chosen word become ``[MASK]`` together.
+    Uses the global torch RNG. Training masks inside the loss step (not in the DataLoader, which
+    collates one batch ahead), so a resumed run, which restores the RNG, masks as a straight one.
+    """
+
+    def __init__(self, tokenizer, mlm_probability: float = 0.15, whole_word: bool = False) -> None:
+        from transformers import DataCollatorForLanguageModeling
+
+        # transformers' whole-word mode replaces every chosen piece with [MASK] (no random tokens)
+        replace = {"mask_replace_prob": 1.0, "random_replace_prob": 0.0} if whole_word else {}
+        self.collator = DataCollatorForLanguageModeling(tokenizer, mlm_probability=mlm_probability,
+                                                        whole_word_mask=whole_word, **replace)
+        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+        self.special_ids = torch.tensor(sorted(set(tokenizer.all_special_ids)))
+        self.continuation = torch.from_numpy(continuation_table(tokenizer)) if whole_word else None
+
+    def pad(self, blocks: Sequence[Sequence[int]]) -> dict[str, torch.Tensor]:
+        """``{input_ids, attention_mask}`` (B, L), padded to the longest block; no randomness."""
+        width = max(len(b) for b in blocks)
+        ids = torch.full((len(blocks), width), self.pad_id, dtype=torch.long)
+        attention = torch.zeros((len(blocks), width), dtype=torch.long)
+        for row, block in enumerate(blocks):
+            ids[row, : len(block)] = torch.as_tensor(list(block), dtype=torch.long)
+            attention[row, : len(block)] = 1
+        return {"input_ids": ids, "attention_mask": attention}
+
+    def mask(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(masked input ids, labels with -100 where nothing is predicted), both (B, L), on the input's device."""
+        device = input_ids.device
+        ids, attention = input_ids.cpu(), attention_mask.cpu()
+        special = torch.isin(ids, self.special_ids) | (attention == 0)  # (B, L)
+        offsets = None
+        if self.continuation is not None:
+            # synthetic character offsets: a continuation piece touches the previous token, a new word leaves a gap
+            gap = (~self.continuation[ids.clamp(max=len(self.continuation) - 1)]).long()  # (B, L)
+            starts = torch.cumsum(gap + 1, dim=1) - 1
+            offsets = torch.stack([starts, starts + 1], dim=-1).numpy()  # (B, L, 2)
+        masked, labels = self.collator.torch_mask_tokens(ids.clone(), special_tokens_mask=special.long(),
+                                                         offset_mapping=offsets)
+        return masked.to(device), labels.to(device)
+
+    def __call__(self, blocks: Sequence[Sequence[int]]) -> dict[str, torch.Tensor]:
+        batch = self.pad(blocks)
+        batch["input_ids"], batch["labels"] = self.mask(batch["input_ids"], batch["attention_mask"])
+        return batch

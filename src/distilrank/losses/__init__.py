@@ -1,5 +1,6 @@
 """Losses: pure tensor functions (scores and targets in, scalar tensor out)."""
 
+from distilrank.losses.distill import hidden_cosine, kd_kl, mlm_ce
 from distilrank.losses.ranking import (
     listwise_softmax_ce,
     margin_mse,
@@ -7,4 +8,12 @@ from distilrank.losses.ranking import (
     pointwise_bce,
 )
 
-__all__ = ["listwise_softmax_ce", "margin_mse", "pairwise_margin", "pointwise_bce"]
+__all__ = [
+    "hidden_cosine",
+    "kd_kl",
+    "listwise_softmax_ce",
+    "margin_mse",
+    "mlm_ce",
+    "pairwise_margin",
+    "pointwise_bce",
+]

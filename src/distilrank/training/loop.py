@@ -23,7 +23,7 @@ from accelerate.utils import set_seed
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from distilrank.config import TrainConfig
+from distilrank.config import DistillConfig, TrainConfig
 from distilrank.data.collate import LengthGroupedBatchSampler
 from distilrank.errors import ConfigError
 from distilrank.training.checkpoint import LoopState, load_latest, save_checkpoint
@@ -43,7 +43,7 @@ class TrainResult:
     final_loss: float
 
 
-def make_accelerator(cfg: TrainConfig) -> Accelerator:
+def make_accelerator(cfg: TrainConfig | DistillConfig) -> Accelerator:
     from accelerate.state import AcceleratorState
 
     # accelerate keeps its state per process; a second training in the same process (stages,
@@ -58,7 +58,7 @@ def make_accelerator(cfg: TrainConfig) -> Accelerator:
         raise ConfigError(f"mixed_precision={cfg.mixed_precision!r} is not available here: {exc}") from None
 
 
-def _optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
+def _optimizer(model: torch.nn.Module, cfg: TrainConfig | DistillConfig) -> torch.optim.Optimizer:
     decay, no_decay = [], []
     for name, p in model.named_parameters():
         if p.requires_grad:
@@ -83,7 +83,7 @@ def _trim_log(path: Path, step: int) -> None:
 
 
 def train_loop(
-    cfg: TrainConfig,
+    cfg: TrainConfig | DistillConfig,
     model: torch.nn.Module,
     task: Task,
     examples: Sequence[Any],
@@ -120,6 +120,7 @@ def train_loop(
 
     bar = tqdm(total=total, initial=state.step, desc="training", unit="step", disable=not accelerator.is_main_process)
     start, window_losses, last_loss = time.perf_counter(), [], float("nan")
+    window_terms: dict[str, list[torch.Tensor]] = {}
     model.train()
     while state.step < total:
         sampler.begin_epoch(state.epoch)
@@ -128,9 +129,12 @@ def train_loop(
             state.batches_in_epoch += 1
             sync = state.batches_in_epoch % ga == 0 or state.batches_in_epoch == len(loader)
             with contextlib.nullcontext() if sync else accelerator.no_sync(model):
-                loss = task.loss(model, batch)  # scalar
+                loss = task.loss(model, batch)  # scalar, or (scalar, {term name: scalar}) to log its parts
+                loss, terms = loss if isinstance(loss, tuple) else (loss, {})
                 accelerator.backward(loss / ga)
             window_losses.append(loss.detach().float())
+            for name, value in terms.items():
+                window_terms.setdefault(name, []).append(value.detach().float())
             if not sync:
                 continue
             if cfg.max_grad_norm > 0:
@@ -143,10 +147,12 @@ def train_loop(
             bar.update(1)
             if state.step % cfg.log_steps == 0 or state.step == total:
                 last_loss = accelerator.reduce(torch.stack(window_losses).mean(), "mean").item()
-                window_losses = []
+                parts = {f"loss_{k}": accelerator.reduce(torch.stack(v).mean(), "mean").item()
+                         for k, v in window_terms.items()}
+                window_losses, window_terms = [], {}
                 bar.set_postfix(loss=f"{last_loss:.4f}")
                 if accelerator.is_main_process:
-                    _log(log_path, {"step": state.step, "epoch": state.epoch, "loss": last_loss,
+                    _log(log_path, {"step": state.step, "epoch": state.epoch, "loss": last_loss, **parts,
                                     "lr": scheduler.get_last_lr()[0], "examples": state.examples_seen,
                                     "elapsed_s": round(time.perf_counter() - start, 2)})
             if evaluate and cfg.eval_steps and (state.step % cfg.eval_steps == 0 or state.step == total):
