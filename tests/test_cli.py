@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from distilrank.cli import main
-from distilrank.config import DemoConfig, TrainConfig, load_config
+from distilrank.config import DemoConfig, DistillConfig, TrainConfig, load_config
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -72,6 +72,22 @@ def test_shipped_configs_load():
     load_config(DemoConfig, ROOT / "configs" / "demo.yaml")
     for name in ("msmarco-triples-bce.yaml", "listwise-hard-negatives.yaml"):
         load_config(TrainConfig, ROOT / "configs" / name, ["train_file=x.jsonl"])
+    wiki = load_config(DistillConfig, ROOT / "configs" / "distilbert-wikipedia.yaml")
+    assert wiki.layers == (0, 2, 4, 7, 9, 11) and wiki.architecture == "distilbert"
+    assert load_config(DistillConfig, ROOT / "configs" / "minilm-student-wiki.yaml").layers == (0, 3, 5)
+    shipped = {p.name for p in (ROOT / "configs").glob("*.yaml")}
+    assert shipped == {"demo.yaml", "msmarco-triples-bce.yaml", "listwise-hard-negatives.yaml",
+                       "distilbert-wikipedia.yaml", "minilm-student-wiki.yaml"}, "a new config needs a load test"
+
+
+def test_distill_mlm_errors_are_one_line(tmp_path, capsys):
+    empty = tmp_path / "empty.txt"
+    empty.write_text("")
+    assert main(["distill-mlm", f"data={empty}", f"teacher={tmp_path / 'missing'}"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("distilrank distill-mlm: error: cannot load teacher") and err.count("\n") == 1
+    assert main(["distill-mlm", f"data={empty}", "layers=0,x"]) == 2
+    assert "layers must be an integer" in capsys.readouterr().err
 
 
 def test_readme_test_command_is_what_ci_runs():

@@ -1,5 +1,7 @@
 import json
 
+import yaml
+
 from distilrank.config import DemoConfig
 from distilrank.demo import run_demo
 
@@ -7,7 +9,8 @@ from distilrank.demo import run_demo
 def test_demo_pipeline_writes_everything(tmp_path, tiny_model, capsys):
     out = tmp_path / "demo"
     cfg = DemoConfig(output_dir=str(out), model=str(tiny_model), max_steps=2, batch_size=2, group_size=3,
-                     max_length=48, top_k=5, test_queries=8, fusion_weight=0.3)
+                     max_length=48, top_k=5, test_queries=8, fusion_weight=0.3, distill_steps=2,
+                     distill_batch_size=4, head_fit_steps=2)
     metrics = run_demo(cfg)
     saved = json.loads((out / "metrics.json").read_text())
     assert saved["bm25"]["nDCG@10"] == metrics["bm25"]["nDCG@10"]
@@ -16,7 +19,11 @@ def test_demo_pipeline_writes_everything(tmp_path, tiny_model, capsys):
     assert saved["test_queries"] == 8 and saved["corpus_size"] >= 2000
     assert "listwise" in saved["recipe"]
     for name in ("config.yaml", "metrics.png", "train_groups.jsonl", "data/corpus.jsonl",
-                 "train/model/model.safetensors", "train/loss.png", "train/metrics.jsonl"):
+                 "train/model/model.safetensors", "train/loss.png", "train/metrics.jsonl",
+                 "distill/model/model.safetensors", "distill/teacher_head/model/config.json", "distill/loss.png"):
         assert (out / name).exists(), name
+    # the reranker is fine-tuned from the distilled 1-layer student of the 2-layer teacher
+    assert saved["distillation"]["student"]["layers"] == 1 and saved["distillation"]["teacher"]["layers"] == 2
+    assert yaml.safe_load((out / "train" / "config.yaml").read_text())["model"] == str(out / "distill" / "model")
     table = capsys.readouterr().out
     assert "bm25" in table and "untrained" in table and "reranker" in table

@@ -230,8 +230,13 @@ class DemoConfig:
     """``distilrank demo``: the whole pipeline offline on the embedded dataset."""
 
     output_dir: str = ""  # empty: a fresh folder distilrank-demo-<time>
-    model: str = DEFAULT_MODEL
+    model: str = DEFAULT_MODEL  # the teacher of the distillation stage, or the reranker's start without it
     seed: int = 13
+    distill_steps: int = 0  # >0: first distil a student from `model` by MLM KD on the demo corpus, then fine-tune it
+    student_layers: tuple[int, ...] = ()  # teacher layers the student keeps; empty: every other (first and last kept)
+    distill_batch_size: int = 16
+    distill_learning_rate: float = 5e-4
+    head_fit_steps: int = 60  # the packaged teacher has no MLM head: fit one first (encoder frozen)
     num_layers: int = 0
     loss: str = "listwise"
     max_steps: int = 200
@@ -246,7 +251,9 @@ class DemoConfig:
     fusion_weight: float = 0.3  # weight of BM25 in the extra fused row (0: no fused row)
 
     def __post_init__(self) -> None:
-        _check_positive(self, "max_steps", "batch_size", "max_length", "top_k", "test_queries")
+        _check_positive(self, "max_steps", "batch_size", "max_length", "top_k", "test_queries",
+                        "distill_batch_size", "distill_learning_rate")
+        _check(self.distill_steps >= 0 and self.head_fit_steps >= 0, "distill_steps and head_fit_steps must be >= 0")
         _check(self.loss in LOSSES, f"loss must be one of {LOSSES}, got {self.loss!r}")
         _check_fraction(self, "fusion_weight", "warmup_ratio")
 

@@ -1,11 +1,11 @@
 """``distilrank demo``: the whole pipeline, offline, on the embedded default model and dataset.
 
-build data -> mine BM25 negatives -> score BM25 and the untrained start -> fine-tune -> evaluate.
+build data -> distil a smaller student from the packaged encoder (MLM KD on the demo corpus) ->
+mine BM25 negatives -> score BM25 and the untrained student -> fine-tune it as a reranker -> evaluate.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -13,7 +13,7 @@ from typing import Any
 
 from accelerate.utils import set_seed
 
-from distilrank.config import DemoConfig, MineConfig, TrainConfig
+from distilrank.config import DemoConfig, DistillConfig, MineConfig, TrainConfig, config_to_dict
 from distilrank.data.demo import DemoSizes, build_demo_dataset, write_beir
 from distilrank.data.readers import read_beir
 from distilrank.evaluation.ranking import evaluate_reranking
@@ -42,6 +42,18 @@ def _memoized(score: Callable[[Sequence[tuple[str, str]]], list[float]]) -> Call
     return scorer
 
 
+def _distill_stage(cfg: DemoConfig, corpus: Path, out: Path) -> tuple[str, dict[str, Any]]:
+    """Stage 1: a DistilBERT-style student from the teacher's layers, by MLM KD on the demo corpus's text."""
+    _step(f"distilling a student from {cfg.model}: {cfg.distill_steps} steps of MLM KD on the demo corpus")
+    from distilrank.training.distill import run_distill
+
+    report = run_distill(DistillConfig(
+        data=str(corpus), teacher=cfg.model, output_dir=str(out), layers=cfg.student_layers, min_words=0,
+        max_steps=cfg.distill_steps, batch_size=cfg.distill_batch_size, learning_rate=cfg.distill_learning_rate,
+        head_fit_steps=cfg.head_fit_steps, eval_blocks=128, seed=cfg.seed, log_steps=10))
+    return str(out / "model"), report
+
+
 def run_demo(cfg: DemoConfig) -> dict[str, Any]:
     t0 = time.perf_counter()
     out = Path(cfg.output_dir or f"distilrank-demo-{time.strftime('%Y%m%d-%H%M%S')}")
@@ -54,6 +66,10 @@ def run_demo(cfg: DemoConfig) -> dict[str, Any]:
     train, test = read_beir(data_dir, "train"), read_beir(data_dir, "test")
     _step(f"  {len(train.corpus)} documents, {len(train.queries)} train / {len(test.queries)} test queries")
 
+    model, distilled = cfg.model, None
+    if cfg.distill_steps:
+        model, distilled = _distill_stage(cfg, data_dir / "corpus.jsonl", out / "distill")
+
     _step(f"mining {cfg.group_size - 1} BM25 negatives per train query from ranks 1-{cfg.rank_max}")
     groups = out / "train_groups.jsonl"
     mine_to_file(train, MineConfig(data=str(data_dir), output=str(groups), num_negatives=cfg.group_size - 1,
@@ -61,13 +77,13 @@ def run_demo(cfg: DemoConfig) -> dict[str, Any]:
 
     run = first_stage_run(test, None, cfg.top_k)
     set_seed(cfg.seed)  # the untrained start's fresh head is the one training starts from
-    start = CrossEncoder.from_pretrained(cfg.model, max_length=cfg.max_length, num_layers=cfg.num_layers)
+    start = CrossEncoder.from_pretrained(model, max_length=cfg.max_length, num_layers=cfg.num_layers)
     _step(f"scoring BM25 and the untrained starting point on top-{cfg.top_k} of {len(run)} test queries")
     before = evaluate_reranking(test, run, lambda p: start.score(p, show_progress=True), cfg.top_k)
 
     _step(f"fine-tuning ({cfg.loss} loss, {cfg.max_steps} steps of {cfg.batch_size} groups x {cfg.group_size} docs)")
     train_cfg = TrainConfig(
-        train_file=str(groups), model=cfg.model, output_dir=str(out / "train"), loss=cfg.loss,
+        train_file=str(groups), model=model, output_dir=str(out / "train"), loss=cfg.loss,
         max_steps=cfg.max_steps, batch_size=cfg.batch_size, group_size=cfg.group_size,
         max_length=cfg.max_length, learning_rate=cfg.learning_rate, warmup_ratio=cfg.warmup_ratio,
         num_layers=cfg.num_layers, seed=cfg.seed, log_steps=10,
@@ -84,7 +100,8 @@ def run_demo(cfg: DemoConfig) -> dict[str, Any]:
 
     recipe = (f"{cfg.loss} loss over 1 positive + {cfg.group_size - 1} BM25 negatives (ranks 1-{cfg.rank_max}), "
               f"{cfg.batch_size} queries/step, lr {cfg.learning_rate}, {cfg.max_steps} steps, "
-              f"max_length {cfg.max_length}, {cfg.num_layers or 'all'} encoder layers of {cfg.model}; "
+              f"max_length {cfg.max_length}, {cfg.num_layers or 'all'} encoder layers of "
+              f"{'the student distilled from ' + cfg.model if distilled else cfg.model}; "
               "'reranker' is the cross-encoder's score alone"
               + (f", the fused row adds z-normalised BM25 scores with weight {cfg.fusion_weight}"
                  if cfg.fusion_weight else ""))
@@ -92,13 +109,18 @@ def run_demo(cfg: DemoConfig) -> dict[str, Any]:
         **systems,
         "recall_cap": before.recall_cap, "top_k": cfg.top_k, "test_queries": before.queries,
         "corpus_size": len(test.corpus), "recipe": recipe, "train": train_metrics["train"],
-        "config": dataclasses.asdict(cfg), "seconds": round(time.perf_counter() - t0, 1),
+        "distillation": distilled,
+        "config": config_to_dict(cfg), "seconds": round(time.perf_counter() - t0, 1),
     }
     write_metrics(out, metrics)
     plot_comparison({k: {m: v[m] for m in METRICS} for k, v in systems.items()}, out / "metrics.png",
                     title=f"demo test set: top-{cfg.top_k} of BM25 reranked")
     print()
     print(format_table(systems, METRICS))
+    if distilled:
+        print(f"\nstudent: {distilled['student']['layers']} of {distilled['teacher']['layers']} layers, "
+              f"{distilled['student']['parameters'] / 1e6:.1f}M parameters (teacher "
+              f"{distilled['teacher']['parameters'] / 1e6:.1f}M), encodes {distilled['speed_ratio']:.2f}x as fast")
     print(f"\nrecipe: {recipe}")
     print(f"candidates: BM25 top-{cfg.top_k} (recall cap {before.recall_cap:.3f}); "
           f"{before.queries} held-out queries; {metrics['seconds']:.0f}s in all")

@@ -1,0 +1,215 @@
+"""Does MLM distillation pay? Distilled student vs the same teacher layers copied without distillation.
+
+The teacher is the packaged all-MiniLM-L6-v2 (6 layers). Two 3-layer students keep the same
+teacher layers: one is distilled with ``distilrank distill-mlm``, the other is the copy without
+any training. Each of them, and the teacher, is then fine-tuned as a reranker with the same
+recipe and budget, and ranked:
+
+* demo: distilled on the demo corpus's text; fine-tuned on BM25-mined demo groups (the demo's
+  recipe); nDCG@10 on the demo test queries (BM25 top-20);
+* TREC DL 2019: distilled on the English Wikipedia sample; fine-tuned on the 100 MS MARCO triples;
+  nDCG@10 on BM25 top-100 (graded qrels).
+
+Scoring speed: reranker pairs/s of student and teacher on the TREC DL pairs (interleaved
+repetitions, medians). Writes everything to ``--out`` and prints markdown tables.
+
+    python benchmarks/bench_distillation.py --out benchmarks/results/distillation.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from bench_vs_sentence_transformers import (  # noqa: E402
+    DEFAULT_DATA,
+    MODEL,
+    TREC,
+    TRIPLES,
+    load_eval_pairs,
+    machine_info,
+)
+
+WIKI = "wikipedia-en-sample"
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--data", type=Path, default=DEFAULT_DATA, help="folder with trec-dl-2019, msmarco-triples-toy, "
+                                                                   "wikipedia-en-sample")
+    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--layers", default="0,3,5", help="teacher layers kept by both students")
+    p.add_argument("--distill-steps", type=int, default=150)
+    p.add_argument("--distill-batch-size", type=int, default=16)
+    p.add_argument("--distill-lr", type=float, default=5e-4)
+    p.add_argument("--head-fit-steps", type=int, default=60)
+    p.add_argument("--wiki-blocks", type=int, default=4000, help="blocks of the Wikipedia sample to tokenize")
+    p.add_argument("--demo-steps", type=int, default=200, help="fine-tuning steps on the demo groups")
+    p.add_argument("--trec-epochs", type=float, default=4.0, help="fine-tuning epochs over the MS MARCO triples")
+    p.add_argument("--learning-rate", type=float, default=3e-4, help="fine-tuning learning rate (all models)")
+    p.add_argument("--speed-repeats", type=int, default=3)
+    p.add_argument("--seed", type=int, default=13)
+    p.add_argument("--skip-trec", action="store_true")
+    return p.parse_args(argv)
+
+
+def distill(corpus: str, out: Path, args: argparse.Namespace, **kw: Any) -> dict[str, Any]:
+    from distilrank.config import DistillConfig
+    from distilrank.training.distill import run_distill
+
+    layers = tuple(int(x) for x in args.layers.split(","))
+    return run_distill(DistillConfig(
+        data=corpus, teacher=MODEL, output_dir=str(out), layers=layers, max_steps=args.distill_steps,
+        batch_size=args.distill_batch_size, learning_rate=args.distill_lr, head_fit_steps=args.head_fit_steps,
+        eval_blocks=128, seed=args.seed, **kw))
+
+
+def copied_student(out: Path, args: argparse.Namespace) -> Path:
+    """The same teacher layers, copied and saved without any training."""
+    from distilrank.models.student import build_student, load_teacher, save_student
+
+    teacher, tokenizer, _ = load_teacher(MODEL)
+    save_student(build_student(teacher, [int(x) for x in args.layers.split(",")]), tokenizer, out)
+    return out
+
+
+def finetune(model: str, train_file: Path, out: Path, args: argparse.Namespace, **kw: Any) -> dict[str, Any]:
+    from distilrank.config import TrainConfig
+    from distilrank.training.run import run_training
+
+    cfg = TrainConfig(train_file=str(train_file), model=model, output_dir=str(out), learning_rate=args.learning_rate,
+                      seed=args.seed, log_steps=10, **kw)
+    return run_training(cfg)["train"]
+
+
+def ndcg(dataset: Any, run: Any, model_dir: Path | None, top_k: int, max_length: int, level: int) -> dict[str, float]:
+    from distilrank.evaluation.ranking import evaluate_reranking
+    from distilrank.models.cross_encoder import CrossEncoder
+
+    if model_dir is None:
+        return evaluate_reranking(dataset, run, None, top_k, relevance_level=level).first_stage
+    model = CrossEncoder.from_pretrained(str(model_dir), max_length=max_length)
+    return evaluate_reranking(dataset, run, lambda p: model.score(p), top_k, relevance_level=level).reranked
+
+
+def demo_setting(work: Path, args: argparse.Namespace, copied: Path) -> dict[str, Any]:
+    from distilrank.config import MineConfig
+    from distilrank.data.demo import build_demo_dataset, write_beir
+    from distilrank.data.readers import read_beir
+    from distilrank.evaluation.run import first_stage_run
+    from distilrank.mining.negatives import mine_to_file
+
+    data_dir = write_beir(build_demo_dataset(args.seed), work / "demo-data")
+    train, test = read_beir(data_dir, "train"), read_beir(data_dir, "test")
+    groups = work / "demo-groups.jsonl"
+    mine_to_file(train, MineConfig(data=str(data_dir), output=str(groups), num_negatives=7, rank_max=30,
+                                   seed=args.seed))
+    report = distill(str(data_dir / "corpus.jsonl"), work / "demo-distill", args, min_words=0)
+    starts = {"teacher (6 layers)": MODEL, "distilled student": str(work / "demo-distill" / "model"),
+              "copied layers, no distillation": str(copied)}
+    run = first_stage_run(test, None, 20)
+    rows: dict[str, Any] = {"BM25": ndcg(test, run, None, 20, 96, 1)}
+    for name, start in starts.items():
+        out = work / f"demo-ft-{len(rows)}"
+        train_info = finetune(start, groups, out, args, loss="listwise", max_steps=args.demo_steps, batch_size=4,
+                              group_size=8, max_length=96)
+        rows[name] = {**ndcg(test, run, out / "model", 20, 96, 1), "train_seconds": train_info["seconds"]}
+    return {"distillation": report, "rankings": rows, "queries": len(run)}
+
+
+def trec_setting(work: Path, args: argparse.Namespace, copied: Path) -> dict[str, Any]:
+    from distilrank.data.readers import read_trec_folder
+
+    report = distill(str(args.data / WIKI), work / "wiki-distill", args, max_blocks=args.wiki_blocks)
+    dataset, run = read_trec_folder(args.data / TREC)
+    starts = {"teacher (6 layers)": MODEL, "distilled student": str(work / "wiki-distill" / "model"),
+              "copied layers, no distillation": str(copied)}
+    rows: dict[str, Any] = {"BM25": ndcg(dataset, run, None, 100, 256, 2)}
+    for name, start in starts.items():
+        out = work / f"trec-ft-{len(rows)}"
+        train_info = finetune(start, args.data / TRIPLES, out, args, loss="listwise", epochs=args.trec_epochs,
+                              batch_size=8, group_size=2, max_length=256)
+        rows[name] = {**ndcg(dataset, run, out / "model", 100, 256, 2), "train_seconds": train_info["seconds"]}
+    return {"distillation": report, "rankings": rows, "models": {k: str(v) for k, v in starts.items()}}
+
+
+def scoring_speed(teacher: Path, student: Path, args: argparse.Namespace) -> dict[str, Any]:
+    """Reranker pairs/s on the TREC DL pairs, teacher and student interleaved; medians."""
+    from distilrank.models.cross_encoder import CrossEncoder
+
+    _, _, pairs = load_eval_pairs(args.data, 0)
+    models = {"teacher": CrossEncoder.from_pretrained(str(teacher), max_length=256),
+              "student": CrossEncoder.from_pretrained(str(student), max_length=256)}
+    times: dict[str, list[float]] = {k: [] for k in models}
+    for r in range(args.speed_repeats):
+        for name in (list(models) if r % 2 == 0 else list(models)[::-1]):
+            start = time.perf_counter()
+            models[name].score(pairs, batch_size=32)
+            times[name].append(time.perf_counter() - start)
+    pps = {k: len(pairs) / statistics.median(v) for k, v in times.items()}
+    return {"pairs": len(pairs), "pairs_per_s": pps, "ratio": pps["student"] / pps["teacher"]}
+
+
+def markdown(results: dict[str, Any]) -> str:
+    lines = []
+    for setting in ("demo", "trec_dl_2019"):
+        if setting not in results:
+            continue
+        rows = results[setting]["rankings"]
+        teacher = rows["teacher (6 layers)"]["nDCG@10"]
+        lines += [f"\n{setting}: nDCG@10 after the same fine-tuning", "", "| start | nDCG@10 | of teacher |",
+                  "|---|---:|---:|"]
+        lines += [f"| {name} | {m['nDCG@10']:.4f} | {m['nDCG@10'] / teacher:.0%} |" for name, m in rows.items()]
+        d = results[setting]["distillation"]
+        lines += ["", f"distillation: {d['train']['steps']} steps in {d['train']['seconds']:.0f}s "
+                      f"(+{d['train']['head_fit_seconds']:.0f}s head fit); held-out MLM accuracy teacher "
+                      f"{d['teacher']['mlm_accuracy']:.3f}, student {d['student']['mlm_accuracy']:.3f}"]
+    if "speed" in results:
+        s = results["speed"]
+        lines += ["", f"scoring speed ({s['pairs']} TREC DL pairs): student {s['pairs_per_s']['student']:.1f} pairs/s, "
+                      f"teacher {s['pairs_per_s']['teacher']:.1f} pairs/s, ratio {s['ratio']:.2f}x"]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    missing = [str(args.data / r) for r in (TREC, TRIPLES, WIKI) if not (args.data / r).exists()]
+    if missing:
+        sys.exit(f"benchmark data not found: {', '.join(missing)} (pass --data)")
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    results: dict[str, Any] = {"command": " ".join([Path(sys.argv[0]).name, *(argv or sys.argv[1:])]),
+                               "machine": machine_info(), "load_avg_start": os.getloadavg(),
+                               "settings": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}}
+    t0 = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="bench-distill-") as tmp:
+        work = Path(tmp)
+        copied = copied_student(work / "copied", args)
+        results["demo"] = demo_setting(work, args, copied)
+        if not args.skip_trec:
+            results["trec_dl_2019"] = trec_setting(work, args, copied)
+            ft = results["trec_dl_2019"]["models"]
+            results["speed"] = scoring_speed(work / "trec-ft-1" / "model", work / "trec-ft-2" / "model", args)
+            del ft
+    results["seconds"] = round(time.perf_counter() - t0, 1)
+    results["load_avg_end"] = os.getloadavg()
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(results, indent=2, default=str) + "\n", encoding="utf-8")
+    print(markdown(results))
+    print(f"\nwrote {args.out} ({results['seconds']:.0f}s)")
+
+
+if __name__ == "__main__":
+    main()
