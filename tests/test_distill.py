@@ -311,3 +311,20 @@ def test_killed_distillation_resumes_to_the_same_weights(mlm_teacher, corpus, tm
     a, b = load_file(str(straight / "model" / "model.safetensors")), load_file(str(killed / "model" / "model.safetensors"))
     assert a.keys() == b.keys()
     assert max((a[k] - b[k]).abs().max().item() for k in a) <= 1e-5
+
+
+@pytest.mark.parametrize("kw, message", [
+    ({"alpha_ce": 0, "alpha_mlm": 0, "alpha_cos": 0}, "all 0"),
+    ({"temperature": 0}, "temperature must be > 0"),
+    ({"mlm_probability": 1.5}, "mlm_probability"),
+    ({"block_size": 4}, "block_size"),
+    ({"architecture": "gpt"}, "architecture must be one of"),
+    ({"teacher_head": "maybe"}, "teacher_head must be one of"),
+    ({"student": "some/model", "layers": (0, 1)}, "either student"),
+    ({"learning_rate": 3.0}, "absurd"),
+    ({"data": ""}, "data is required"),
+])
+def test_absurd_distill_configs_are_refused(kw, message):
+    base = {"data": "corpus.txt", **kw}
+    with pytest.raises(ConfigError, match=message):
+        DistillConfig(**base)

@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING, Any
 
 from distilrank.config import (
     DemoConfig,
+    DistillConfig,
     EvalConfig,
     MineConfig,
     RankConfig,
@@ -17,6 +18,7 @@ from distilrank.errors import ConfigError, DataError, DistilrankError
 if TYPE_CHECKING:
     from distilrank.inference.reranker import RankResult, Reranker
     from distilrank.models.cross_encoder import CrossEncoder
+    from distilrank.training.distill import run_distill
 
 __version__ = "0.1.0"
 
@@ -26,6 +28,7 @@ _LAZY = {
     "CrossEncoder": "distilrank.models.cross_encoder",
     "RankResult": "distilrank.inference.reranker",
     "Reranker": "distilrank.inference.reranker",
+    "run_distill": "distilrank.training.distill",
 }
 
 
@@ -42,6 +45,7 @@ __all__ = [
     "CrossEncoder",
     "DataError",
     "DemoConfig",
+    "DistillConfig",
     "DistilrankError",
     "EvalConfig",
     "MineConfig",
@@ -50,4 +54,5 @@ __all__ = [
     "Reranker",
     "TrainConfig",
     "load_config",
+    "run_distill",
 ]
