@@ -200,9 +200,8 @@ def main(argv: list[str] | None = None) -> None:
         results["demo"] = demo_setting(work, args, copied)
         if not args.skip_trec:
             results["trec_dl_2019"] = trec_setting(work, args, copied)
-            ft = results["trec_dl_2019"]["models"]
+            # trec-ft-1: the fine-tuned teacher, trec-ft-2: the fine-tuned distilled student
             results["speed"] = scoring_speed(work / "trec-ft-1" / "model", work / "trec-ft-2" / "model", args)
-            del ft
     results["seconds"] = round(time.perf_counter() - t0, 1)
     results["load_avg_end"] = os.getloadavg()
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -201,17 +201,19 @@ def sort_hits(rows: list[tuple[float, int, str]]) -> list[tuple[str, float]]:
     return [(did, score) for score, _, did in sorted(rows, key=lambda r: (-r[0], r[1]))]
 
 
-def iter_jsonl(path: StrPath) -> Iterator[tuple[int, dict[str, Any]]]:
-    """Yield (line number, object) for each non-blank line of a JSON-lines file."""
+def iter_jsonl(
+    path: StrPath, lines: Iterable[tuple[int, str]] | None = None,
+    hint: str = 'each line must hold one complete JSON object, e.g. {"query": "..."}',
+) -> Iterator[tuple[int, dict[str, Any]]]:
+    """Yield (line number, object) for each non-blank line of a JSON-lines file (or of ``lines`` read from it)."""
     path = Path(path)
-    for line_no, text in iter_lines(path):
+    for line_no, text in iter_lines(path) if lines is None else lines:
         if not text.strip():
             continue
         try:
             obj = json.loads(text)
         except json.JSONDecodeError as exc:
             message = f"malformed JSON: {exc.msg} at column {exc.colno}"
-            hint = 'each line must hold one complete JSON object, e.g. {"query": "..."}'
             raise DataError(message, path=path, line=line_no, hint=hint) from None
         if not isinstance(obj, dict):
             message = f"expected a JSON object {{...}}, got {json_type(obj)}"

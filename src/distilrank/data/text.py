@@ -25,7 +25,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from distilrank.data.hub import _reason
-from distilrank.data.parsing import Where, iter_lines
+from distilrank.data.parsing import Where, iter_jsonl, iter_lines
 from distilrank.data.parsing import text_field as get_text
 from distilrank.errors import ConfigError, DataError
 from distilrank.io import atomic_open, atomic_write_json
@@ -96,16 +96,7 @@ def _lines(path: Path) -> Iterator[tuple[int, str]]:
 
 def _jsonl_documents(path: Path, lines: Iterable[tuple[int, str]], field: str) -> Iterator[str]:
     hint = f"each line needs a string field {field!r}; pass text_field=... to read another"
-    for line_no, line in lines:
-        if not line.strip():
-            continue
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as exc:
-            message = f"malformed JSON: {exc.msg} at column {exc.colno}"
-            raise DataError(message, path=path, line=line_no, hint=hint) from None
-        if not isinstance(obj, dict):
-            raise DataError("expected a JSON object {...}", path=path, line=line_no, hint=hint)
+    for line_no, obj in iter_jsonl(path, lines, hint):
         text = get_text(obj, field, Where(str(path), line_no), hint, allow_empty=True).strip()
         if text:
             yield text
