@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from distilrank.cli import main
-from distilrank.config import DemoConfig, DistillConfig, TrainConfig, load_config
+from distilrank.config import DemoConfig, DistillConfig, TrainConfig, load_config, load_stages
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -75,9 +75,13 @@ def test_shipped_configs_load():
     wiki = load_config(DistillConfig, ROOT / "configs" / "distilbert-wikipedia.yaml")
     assert wiki.layers == (0, 2, 4, 7, 9, 11) and wiki.architecture == "distilbert"
     assert load_config(DistillConfig, ROOT / "configs" / "minilm-student-wiki.yaml").layers == (0, 3, 5)
+    stages = load_stages(ROOT / "configs" / "inranker-t5.yaml")
+    assert [name for name, _ in stages] == ["msmarco", "target"]
+    assert all(cfg.loss == "logit_mse" for _, cfg in stages)
     shipped = {p.name for p in (ROOT / "configs").glob("*.yaml")}
     assert shipped == {"demo.yaml", "msmarco-triples-bce.yaml", "listwise-hard-negatives.yaml",
-                       "distilbert-wikipedia.yaml", "minilm-student-wiki.yaml"}, "a new config needs a load test"
+                       "distilbert-wikipedia.yaml", "minilm-student-wiki.yaml",
+                       "inranker-t5.yaml"}, "a new config needs a load test"
 
 
 def test_distill_mlm_errors_are_one_line(tmp_path, capsys):

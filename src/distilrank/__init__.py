@@ -8,6 +8,7 @@ from distilrank.config import (
     DemoConfig,
     DistillConfig,
     EvalConfig,
+    LabelConfig,
     MineConfig,
     RankConfig,
     TrainConfig,
@@ -17,8 +18,11 @@ from distilrank.errors import ConfigError, DataError, DistilrankError
 
 if TYPE_CHECKING:
     from distilrank.inference.reranker import RankResult, Reranker
+    from distilrank.labeling import run_label
     from distilrank.models.cross_encoder import CrossEncoder
+    from distilrank.models.seq2seq import Seq2SeqReranker
     from distilrank.training.distill import run_distill
+    from distilrank.training.soft import SoftLabelTrainer
 
 __version__ = "0.1.0"
 
@@ -29,6 +33,9 @@ _LAZY = {
     "RankResult": "distilrank.inference.reranker",
     "Reranker": "distilrank.inference.reranker",
     "run_distill": "distilrank.training.distill",
+    "run_label": "distilrank.labeling",
+    "Seq2SeqReranker": "distilrank.models.seq2seq",
+    "SoftLabelTrainer": "distilrank.training.soft",
 }
 
 
@@ -48,11 +55,15 @@ __all__ = [
     "DistillConfig",
     "DistilrankError",
     "EvalConfig",
+    "LabelConfig",
     "MineConfig",
     "RankConfig",
     "RankResult",
     "Reranker",
+    "Seq2SeqReranker",
+    "SoftLabelTrainer",
     "TrainConfig",
     "load_config",
     "run_distill",
+    "run_label",
 ]

@@ -22,13 +22,23 @@ def _keys_help(cls: type) -> str:
 
 
 def _cmd_train(args: argparse.Namespace) -> None:
-    from distilrank.config import TrainConfig, load_config
-    from distilrank.training.run import run_training
+    from distilrank.config import load_stages
+    from distilrank.training.run import run_stages, run_training
 
     overrides = list(args.overrides) + (["resume=true"] if args.resume else [])
-    metrics = run_training(load_config(TrainConfig, args.config, overrides))
-    if metrics:
-        print(f"trained {metrics['train']['steps']} steps in {metrics['train']['seconds']:.0f}s")
+    stages = load_stages(args.config, overrides)  # a file without `stages:` gives one unnamed stage
+    if len(stages) == 1 and not stages[0][0]:
+        metrics = run_training(stages[0][1])
+        if metrics:
+            print(f"trained {metrics['train']['steps']} steps in {metrics['train']['seconds']:.0f}s")
+        return
+    for k, result in enumerate(run_stages(stages), start=1):
+        head = f"stage {k}/{len(stages)} '{result['stage']}'"
+        if result["skipped"]:
+            print(f"{head}: already trained, skipped ({result['output_dir']}/model)")
+        else:
+            train = result["train"]
+            print(f"{head}: trained {train['steps']} steps in {train['seconds']:.0f}s -> {result['output_dir']}/model")
 
 
 def _cmd_distill(args: argparse.Namespace) -> None:
@@ -37,6 +47,13 @@ def _cmd_distill(args: argparse.Namespace) -> None:
 
     overrides = list(args.overrides) + (["resume=true"] if args.resume else [])
     run_distill(load_config(DistillConfig, args.config, overrides))
+
+
+def _cmd_label(args: argparse.Namespace) -> None:
+    from distilrank.config import LabelConfig, load_config
+    from distilrank.labeling import run_label
+
+    run_label(load_config(LabelConfig, args.config, args.overrides))
 
 
 def _cmd_eval(args: argparse.Namespace) -> None:
@@ -74,7 +91,10 @@ def _commands() -> dict[str, tuple[str, Callable[[argparse.Namespace], None], st
         "mine": ("mine BM25 hard negatives for training queries (groups jsonl)", _cmd_mine, "MineConfig"),
         "distill-mlm": ("distil a smaller encoder from a teacher's layers by masked-LM KD (DistilBERT recipe)",
                         _cmd_distill, "DistillConfig"),
-        "train": ("fine-tune a cross-encoder reranker", _cmd_train, "TrainConfig"),
+        "label": ("score (query, document) pairs with a teacher reranker: soft labels as jsonl",
+                  _cmd_label, "LabelConfig"),
+        "train": ("fine-tune a reranker (cross-encoder or seq2seq), on binary or soft labels", _cmd_train,
+                  "TrainConfig"),
         "eval": ("rerank a first-stage run and report ir-measures metrics", _cmd_eval, "EvalConfig"),
         "rank": ("rank the documents of a file for one query", _cmd_rank, "RankConfig"),
     }

@@ -20,7 +20,9 @@ from distilrank.errors import ConfigError
 
 DEFAULT_MODEL = "packaged:all-MiniLM-L6-v2"  # resolved by distilrank.models.resolve_model_path
 
-LOSSES = ("bce", "pairwise", "listwise", "margin_mse")
+LOSSES = ("bce", "pairwise", "listwise", "margin_mse", "logit_mse", "kl")
+# losses that learn from a teacher's soft labels (scores or [false, true] logits), not from binary relevance
+SOFT_LOSSES = ("margin_mse", "logit_mse", "kl")
 STUDENT_ARCHITECTURES = ("same", "distilbert")
 TEACHER_HEAD = ("fit", "skip_kl")
 MIXED_PRECISION = ("no", "bf16", "fp16")
@@ -47,7 +49,7 @@ def _check_fraction(cfg: Any, *names: str) -> None:
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """``distilrank train``: fine-tune a cross-encoder reranker."""
+    """``distilrank train``: fine-tune a reranker (cross-encoder or seq2seq) on binary or soft labels."""
 
     train_file: str = ""
     model: str = DEFAULT_MODEL
@@ -56,14 +58,16 @@ class TrainConfig:
     max_steps: int = 0  # 0: run `epochs` epochs instead
     epochs: float = 1.0
     batch_size: int = 8  # training examples (groups, triplets or pairs) per optimizer step
-    group_size: int = 8  # documents per group (1 positive + group_size-1 negatives)
+    group_size: int = 8  # documents per group (1 positive + group_size-1 negatives; soft labels: per sub-group)
     gradient_accumulation_steps: int = 1
     max_length: int = 128
     learning_rate: float = 5e-5
     warmup_ratio: float = 0.1
+    warmup_steps: int = 0  # > 0: warm up over this many steps instead of warmup_ratio of them
     weight_decay: float = 0.01
     max_grad_norm: float = 1.0
     margin: float = 1.0  # pairwise loss margin
+    temperature: float = 1.0  # kl loss: softmax temperature over each query's group (teacher and student)
     num_layers: int = 0  # 0: keep all encoder layers; k: keep the first k (smaller student)
     mixed_precision: str = "no"
     seed: int = 42
@@ -86,15 +90,18 @@ class TrainConfig:
                         "learning_rate", "log_steps")
         _check(self.max_steps >= 0, f"max_steps must be >= 0, got {self.max_steps}")
         _check(self.max_steps > 0 or self.epochs > 0, "set max_steps > 0 or epochs > 0")
-        _check(self.group_size >= 2 or self.loss == "bce",
-               f"group_size must be >= 2 for loss {self.loss!r} (1 positive + negatives)")
+        # bce and logit_mse are pointwise: a "group" of one document is a plain pair
+        _check(self.group_size >= 2 or self.loss in ("bce", "logit_mse"),
+               f"group_size must be >= 2 for loss {self.loss!r} (it compares documents within a group)")
+        _check(self.group_size >= 1, f"group_size must be >= 1, got {self.group_size}")
         _check(8 <= self.max_length <= 8192, f"max_length must be in [8, 8192], got {self.max_length}")
         _check(self.learning_rate < 1.0, f"learning_rate {self.learning_rate} is absurd; try 2e-5..2e-4")
         _check_fraction(self, "warmup_ratio")
-        for name in ("save_steps", "eval_steps", "num_layers", "weight_decay", "max_grad_norm"):
+        for name in ("save_steps", "eval_steps", "num_layers", "weight_decay", "max_grad_norm", "warmup_steps"):
             _check(getattr(self, name) >= 0, f"{name} must be >= 0")
         _check(self.save_total_limit >= 1, "save_total_limit must be >= 1")
         _check(self.eval_steps == 0 or bool(self.eval_data), "eval_steps > 0 needs eval_data")
+        _check(0.05 <= self.temperature <= 100, f"temperature must be in [0.05, 100], got {self.temperature}")
 
 
 @dataclass(frozen=True)
@@ -160,6 +167,45 @@ class DistillConfig:
         _check(not (self.student and self.layers), "set either student (an existing model) or layers, not both")
         _check_fraction(self, "warmup_ratio")
         _check(self.save_total_limit >= 1, "save_total_limit must be >= 1")
+
+
+@dataclass(frozen=True)
+class LabelConfig:
+    """``distilrank label``: score (query, document) pairs with a teacher and write soft labels as jsonl."""
+
+    teacher: str = ""  # a cross-encoder or a seq2seq (monoT5-style) reranker checkpoint
+    data: str = ""  # groups/triplets jsonl, a BEIR folder, a TREC folder (run + topics + corpus) or a hub name
+    split: str = "train"  # the qrels split of a BEIR folder whose queries are labelled
+    first_stage: str = "bm25"  # BEIR folders: candidates from "bm25" (built on the fly) or a TREC run file
+    top_k: int = 30  # candidates per query taken from a first-stage run
+    max_queries: int = 0  # 0: all queries
+    output: str = "labels.jsonl"
+    shard: str = "0/1"  # "i/n": this process labels the i-th of n equal slices (0-based); output gets .i-of-n
+    batch_size: int = 64
+    max_length: int = 0  # 0: the teacher's own
+    bf16: bool = False  # score in bfloat16 (GPUs); fp32 otherwise
+    chunk_size: int = 4096  # pairs scored and flushed to disk together: the most a kill can lose
+
+    def __post_init__(self) -> None:
+        _check(bool(self.teacher), "teacher is required: a saved cross-encoder or seq2seq reranker folder")
+        _check(bool(self.data), "data is required: groups jsonl, a BEIR or TREC folder, or a hub name")
+        _check(bool(self.output), "output is required: the jsonl file to write")
+        _check_positive(self, "top_k", "batch_size", "chunk_size")
+        _check(self.max_queries >= 0 and self.max_length >= 0, "max_queries and max_length must be >= 0")
+        index, n = parse_shard(self.shard)
+        _check(0 <= index < n, f"shard {self.shard!r}: the index must be in [0, {n - 1}] (0-based)")
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+    """``"2/8"`` -> ``(2, 8)``: the 0-based index of this process's slice and the number of slices."""
+    index, sep, total = str(text).partition("/")
+    try:
+        i, n = int(index), int(total)
+    except ValueError:
+        raise ConfigError(f"shard must look like i/n, e.g. 0/4 (0-based index / number of shards), got {text!r}") from None
+    if not sep or n < 1:
+        raise ConfigError(f"shard must look like i/n with n >= 1, got {text!r}")
+    return i, n
 
 
 @dataclass(frozen=True)
@@ -317,22 +363,80 @@ def build_config(cls: type[C], values: dict[str, Any]) -> C:
     return cls(**kwargs)
 
 
+def _read_yaml(path: str | Path) -> dict[str, Any]:
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"config file {p} does not exist")
+    try:
+        loaded = yaml.safe_load(p.read_text(encoding="utf-8"))
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{p}: not valid YAML: {exc}") from None
+    if loaded is not None and not isinstance(loaded, dict):
+        raise ConfigError(f"{p}: expected a mapping of key: value at the top level")
+    return dict(loaded or {})
+
+
 def load_config(cls: type[C], path: str | Path | None = None, overrides: list[str] | None = None) -> C:
     """Load ``cls`` from an optional YAML file, then apply ``key=value`` overrides."""
-    values: dict[str, Any] = {}
-    if path:
-        p = Path(path)
-        if not p.is_file():
-            raise ConfigError(f"config file {p} does not exist")
-        try:
-            loaded = yaml.safe_load(p.read_text(encoding="utf-8"))
-        except (yaml.YAMLError, UnicodeDecodeError) as exc:
-            raise ConfigError(f"{p}: not valid YAML: {exc}") from None
-        if loaded is not None and not isinstance(loaded, dict):
-            raise ConfigError(f"{p}: expected a mapping of key: value at the top level")
-        values.update(loaded or {})
+    values: dict[str, Any] = _read_yaml(path) if path else {}
     values.update(parse_overrides(overrides or []))
     return build_config(cls, values)
+
+
+def load_stages(path: str | Path | None, overrides: list[str] | None = None) -> list[tuple[str, TrainConfig]]:
+    """Training stages from a YAML file: shared TrainConfig keys at the top, a ``stages:`` list below.
+
+    Each stage is a mapping with an optional ``name`` (default ``stage1``, ``stage2``, ...) and its
+    own TrainConfig keys, which win over the shared ones; ``key=value`` overrides win over both, in
+    every stage. Stage k > 0 starts from stage k-1's ``output_dir/model`` unless the stage sets
+    ``model`` itself (a shared or overridden ``model`` is the first stage's start). A stage without
+    its own ``output_dir`` writes to ``<shared output_dir>/<name>`` (an ``output_dir=...`` override
+    is that root for every stage). Every stage is validated here,
+    before any compute. A file without ``stages`` (or no file) gives one stage named ``""``: exactly
+    what :func:`load_config` gives.
+
+    Example (two InRanker-style stages)::
+
+        model: t5-small
+        loss: logit_mse
+        output_dir: runs/inranker
+        stages:
+          - {name: msmarco, train_file: msmarco-labels.jsonl, max_steps: 10000}
+          - {name: target, train_file: target-labels.jsonl, learning_rate: 3.0e-5}
+    """
+    values: dict[str, Any] = _read_yaml(path) if path else {}
+    over = parse_overrides(overrides or [])
+    if "stages" not in values:
+        return [("", build_config(TrainConfig, {**values, **over}))]
+    where = f"{path}: stages"
+    stages = values.pop("stages")
+    if not isinstance(stages, list) or not stages:
+        raise ConfigError(f"{where} must be a non-empty list of mappings (- name: ..., train_file: ...)")
+    out: list[tuple[str, TrainConfig]] = []
+    for k, stage in enumerate(stages):
+        if not isinstance(stage, dict):
+            raise ConfigError(f"{where}[{k}] must be a mapping of key: value, got {stage!r}")
+        own = dict(stage)
+        name = str(own.pop("name", f"stage{k + 1}")).strip()
+        if not name or any(c in name for c in "/\\") or name in (n for n, _ in out):
+            raise ConfigError(f"{where}[{k}]: name {name!r} must be non-empty, unique and without slashes")
+        merged = {**values, **own, **over}
+        if "output_dir" in over or "output_dir" not in own:  # an overridden output_dir is every stage's root
+            root = over.get("output_dir", values.get("output_dir", TrainConfig.output_dir))
+            merged["output_dir"] = str(Path(str(root)) / name)
+        if out:  # a shared or overridden model is where the first stage starts; later ones chain
+            merged["model"] = own.get("model", str(Path(out[-1][1].output_dir) / "model"))
+        try:
+            cfg = build_config(TrainConfig, merged)
+        except ConfigError as exc:
+            raise ConfigError(f"{where}[{k}] ({name}): {exc}") from None
+        out.append((name, cfg))
+    dirs = [Path(cfg.output_dir).resolve() for _, cfg in out]
+    for k, d in enumerate(dirs):
+        if d in dirs[:k]:
+            raise ConfigError(f"{where}: stages '{out[dirs.index(d)][0]}' and '{out[k][0]}' share output_dir "
+                              f"{out[k][1].output_dir}; give each stage its own")
+    return out
 
 
 def config_to_dict(cfg: Any) -> dict[str, Any]:

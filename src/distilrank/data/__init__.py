@@ -7,13 +7,22 @@ from distilrank.data.readers import (
     load_dataset_spec,
     read_beir,
     read_rank_llm_json,
+    read_soft_labels,
     read_topics,
     read_training_file,
     read_trec_folder,
     read_trec_qrels,
     read_trec_run,
 )
-from distilrank.data.records import Group, LabeledPair, Passage, Query, RetrievalDataset, Run
+from distilrank.data.records import (
+    Group,
+    LabeledPair,
+    Passage,
+    Query,
+    RetrievalDataset,
+    Run,
+    SoftGroup,
+)
 
 __all__ = [
     "Group",
@@ -22,10 +31,12 @@ __all__ = [
     "Query",
     "RetrievalDataset",
     "Run",
+    "SoftGroup",
     "iter_jsonl",
     "load_dataset_spec",
     "read_beir",
     "read_rank_llm_json",
+    "read_soft_labels",
     "read_topics",
     "read_training_file",
     "read_trec_folder",

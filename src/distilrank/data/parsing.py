@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from distilrank.data.records import Group, LabeledPair, Passage, Query
+from distilrank.data.records import Group, LabeledPair, Passage, Query, SoftGroup
 from distilrank.errors import DataError
 
 StrPath = str | os.PathLike
@@ -28,8 +28,14 @@ SHAPE_FIELDS = {
 }
 SHAPES_HINT = (
     "each example must be a triplet {query, positive, negative}, a group {query, positive, "
-    "negatives: [...], scores: [...] (optional)} or a labeled pair {query, passage, label}"
+    "negatives: [...], scores: [...] (optional)}, a labeled pair {query, passage, label} or a "
+    "soft label {query, contents, true_logit, false_logit} / {query, contents, score}"
 )
+SOFT_HINT = (
+    "each soft-label row is {query, contents, true_logit, false_logit} (a seq2seq teacher, "
+    "InRanker's format) or {query, contents, score} (a cross-encoder teacher)"
+)
+LOGIT_FIELDS = ("false_logit", "true_logit")
 _INT_RE = re.compile(r"[+-]?\d+")
 
 
@@ -261,8 +267,14 @@ def query_from_record(obj: Mapping[str, Any], where: Where) -> Query:
 
 
 def detect_training_shape(keys: Iterable[str], where: Where) -> str:
-    """'triplet', 'group' or 'pair' from an example's field names."""
+    """'triplet', 'group', 'pair' or 'soft' from an example's field names.
+
+    'soft' rows (any row with ``contents``) are grouped by query: read them with
+    :class:`SoftGroupCollector`, not :func:`parse_training_record`.
+    """
     present = set(keys)
+    if "contents" in present:
+        return "soft"
     if "negatives" in present:
         return "group"
     if "negative" in present:
@@ -332,3 +344,85 @@ def parse_training_record(
         negatives = _negatives(obj, where, hint)
     scores = _scores(obj, 1 + len(negatives), where)
     return Group(query=query, positive=positive, negatives=negatives, teacher_scores=scores)
+
+
+# ---------------------------------------------------------------------------- soft labels
+
+
+def _present(obj: Mapping[str, Any], key: str) -> bool:
+    # hub rows carry every column, with None where a row lacks the field
+    return obj.get(key) is not None
+
+
+class SoftGroupCollector:
+    """Validates soft-label rows one by one and groups them by query.
+
+    The grouping key is ``query_id`` when a row has one, else the query text; groups come in
+    order of first appearance, documents in row order. Rows are not kept: only the query text
+    once per group and, per document, its text and labels (tuples are built by :meth:`groups`).
+    """
+
+    def __init__(self) -> None:
+        self._slot: dict[tuple[bool, str], int] = {}
+        self._queries: list[str] = []
+        self._docs: list[list[str]] = []
+        self._scores: list[list[float]] = []
+        self._logits: list[list[tuple[float, float]]] = []
+        self._kind = ""  # "logit" or "score": fixed by the first row, a file holds one teacher
+        self._first = ""
+        self.rows = 0
+
+    def _label(self, obj: Mapping[str, Any], where: Where) -> tuple[float, tuple[float, float] | None]:
+        has_logit = any(_present(obj, k) for k in LOGIT_FIELDS)
+        kind = "logit" if has_logit else "score" if _present(obj, "score") else ""
+        if not kind:
+            field = {"logit": "true_logit", "score": "score"}.get(self._kind)
+            raise where.error("missing the teacher's label (true_logit/false_logit or score)", field, SOFT_HINT)
+        if self._kind and kind != self._kind:
+            message = f"a {kind} row in a file of {self._kind} rows (see the first row, {self._first})"
+            field = "true_logit" if kind == "logit" else "score"
+            hint = "label every row with one teacher: all true_logit + false_logit, or all score"
+            raise where.error(message, field, hint)
+        if kind == "score":
+            return number_field(obj, "score", where, SOFT_HINT), None
+        for key, other in (LOGIT_FIELDS, LOGIT_FIELDS[::-1]):
+            if not _present(obj, key):
+                hint = f"the row has {other}, but InRanker rows need both true_logit and false_logit"
+                raise where.error("missing required field", key, hint)
+        false, true = (number_field(obj, key, where) for key in LOGIT_FIELDS)
+        return true - false, (false, true)
+
+    def add(self, obj: Mapping[str, Any], where: Where) -> None:
+        """Validate one row (errors name ``where`` and the field) and file it under its query."""
+        query = text_field(obj, "query", where, SOFT_HINT)
+        contents = text_field(obj, "contents", where, SOFT_HINT)
+        score, logits = self._label(obj, where)
+        if not self._kind:
+            self._kind, self._first = ("logit" if logits else "score"), where.describe()
+        by_id = _present(obj, "query_id")
+        key = (True, id_field(obj, "query_id", where)) if by_id else (False, query)
+        slot = self._slot.get(key)
+        if slot is None:
+            slot = self._slot[key] = len(self._queries)
+            self._queries.append(query)
+            self._docs.append([])
+            self._scores.append([])
+            self._logits.append([])
+        elif by_id and self._queries[slot] != query:
+            message = f"query_id {key[1]!r} has another query text than in its first row"
+            raise where.error(message, "query", "one query_id must always carry the same query text")
+        self._docs[slot].append(contents)
+        self._scores[slot].append(score)
+        if logits is not None:
+            self._logits[slot].append(logits)
+        self.rows += 1
+
+    def groups(self) -> list[SoftGroup]:
+        """The collected groups (empty if no row was added); texts and floats are shared, not copied."""
+        logit = self._kind == "logit"
+        return [
+            SoftGroup(query, tuple(docs), tuple(scores), tuple(logits) if logit else None)
+            for query, docs, scores, logits in zip(
+                self._queries, self._docs, self._scores, self._logits, strict=True
+            )
+        ]

@@ -13,6 +13,8 @@ from typing import Any
 
 from distilrank.data.parsing import (
     SHAPES_HINT,
+    SOFT_HINT,
+    SoftGroupCollector,
     StrPath,
     Where,
     add_judgment,
@@ -33,7 +35,15 @@ from distilrank.data.parsing import (
     sort_hits,
     text_field,
 )
-from distilrank.data.records import Group, LabeledPair, Passage, Query, RetrievalDataset, Run
+from distilrank.data.records import (
+    Group,
+    LabeledPair,
+    Passage,
+    Query,
+    RetrievalDataset,
+    Run,
+    SoftGroup,
+)
 from distilrank.errors import DataError
 
 __all__ = [
@@ -41,6 +51,7 @@ __all__ = [
     "load_dataset_spec",
     "read_beir",
     "read_rank_llm_json",
+    "read_soft_labels",
     "read_topics",
     "read_training_file",
     "read_trec_folder",
@@ -286,9 +297,29 @@ def _read_triples_tsv(path: Path) -> list[Group]:
     return groups
 
 
-def read_training_file(path: StrPath) -> list[Group] | list[LabeledPair]:
-    """Training examples from a .jsonl file (triplets, groups or labeled pairs) or a triples .tsv.
+def read_soft_labels(path: StrPath) -> list[SoftGroup]:
+    """A teacher's soft labels: jsonl rows grouped by query into :class:`SoftGroup` records.
 
+    Rows are ``{query, contents, true_logit, false_logit}`` (a seq2seq teacher; InRanker's
+    custom-dataset format, read as is) or ``{query, contents, score}`` (a cross-encoder
+    teacher); one file holds one kind. Other fields are ignored, except ``query_id``: when
+    present it is the grouping key instead of the query text. Groups come in order of first
+    appearance, documents in file order.
+    """
+    file = Path(path).expanduser()
+    collector = SoftGroupCollector()
+    for line_no, obj in iter_jsonl(file, hint=f"each line must hold one JSON object; {SOFT_HINT}"):
+        collector.add(obj, Where(str(file), line_no))
+    if not collector.rows:
+        raise DataError("has no soft-label rows", path=file, hint=SOFT_HINT)
+    return collector.groups()
+
+
+def read_training_file(path: StrPath) -> list[Group] | list[LabeledPair] | list[SoftGroup]:
+    """Training examples from a .jsonl file (triplets, groups, labeled pairs or soft labels) or a
+    triples .tsv.
+
+    A file whose first row has ``contents`` holds soft labels: see :func:`read_soft_labels`.
     A name that is not an existing path and does not look like one (``owner/name``) is loaded
     from the Hugging Face hub.
     """
@@ -311,6 +342,8 @@ def read_training_file(path: StrPath) -> list[Group] | list[LabeledPair]:
         where = Where(str(file), line_no)
         if not shape:
             shape, first = detect_training_shape(obj.keys(), where), f"line {line_no}"
+            if shape == "soft":  # rows are grouped by query: a reader of its own
+                return read_soft_labels(file)
         records.append(parse_training_record(obj, shape, where, first))
     if not records:
         raise DataError("has no training examples", path=file, hint=SHAPES_HINT)

@@ -51,6 +51,22 @@ class LabeledPair:
     label: float
 
 
+@dataclass(frozen=True)
+class SoftGroup:
+    """One query's documents with a teacher's soft labels: the unit of soft-label distillation.
+
+    ``scores`` holds the teacher's score for each document: the raw score of a cross-encoder
+    teacher, or ``true_logit - false_logit`` of a seq2seq (monoT5-style) teacher, the target that
+    encoder students learn. ``logits`` keeps the seq2seq teacher's ``(false_logit, true_logit)``
+    pairs (InRanker's format) for the logit-MSE loss; it is ``None`` for score-only labels.
+    """
+
+    query: str
+    documents: tuple[str, ...]
+    scores: tuple[float, ...]
+    logits: tuple[tuple[float, float], ...] | None = None
+
+
 @dataclass
 class RetrievalDataset:
     """A corpus, queries and graded relevance judgments (qrels), as in a BEIR folder."""

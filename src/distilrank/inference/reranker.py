@@ -10,6 +10,7 @@ import torch
 
 from distilrank.errors import ConfigError
 from distilrank.models.cross_encoder import CrossEncoder
+from distilrank.models.seq2seq import Seq2SeqReranker, load_scoring_model
 
 
 @dataclass(frozen=True)
@@ -20,14 +21,14 @@ class RankResult:
 
 
 class Reranker:
-    """Scores (query, document) pairs with a saved cross-encoder.
+    """Scores (query, document) pairs with a saved cross-encoder or monoT5-style seq2seq reranker.
 
     Example:
         >>> rr = Reranker.load("runs/demo/model")                       # doctest: +SKIP
         >>> rr.rank("how do I sort a list", ["sorted(iterable)...", "..."], top_k=3)  # doctest: +SKIP
     """
 
-    def __init__(self, model: CrossEncoder, batch_size: int = 64) -> None:
+    def __init__(self, model: CrossEncoder | Seq2SeqReranker, batch_size: int = 64) -> None:
         self.model = model
         self.batch_size = batch_size
 
@@ -41,18 +42,21 @@ class Reranker:
         max_length: int | None = None,
         dtype: torch.dtype | None = None,
     ) -> Reranker:
-        """Load a saved reranker folder (or any HF sequence-classification checkpoint)."""
+        """Load a saved reranker folder: any HF sequence-classification or T5-family (monoT5) checkpoint."""
         p = Path(path)
         if str(path) and not p.exists() and (p.is_absolute() or str(path).startswith(".")):
             raise ConfigError(f"no model folder at {p}")
         # max_length None: the length the model was trained with (saved as the tokenizer's maximum)
-        model = CrossEncoder.from_pretrained(str(path), dtype=dtype, max_length=max_length)
+        model = load_scoring_model(str(path), dtype=dtype, max_length=max_length)
         device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         model.to(device).eval()
         return cls(model, batch_size=batch_size)
 
     def score(self, pairs: Sequence[tuple[str, str]], *, show_progress: bool = False) -> list[float]:
-        """Raw relevance scores (logits) for (query, document) pairs, in input order."""
+        """Relevance scores for (query, document) pairs, in input order.
+
+        Cross-encoder: the raw logit. Seq2seq: log P(true) = ``log_softmax([false, true])[1]`` (monoT5).
+        """
         for i, pair in enumerate(pairs):
             if len(pair) != 2 or not all(isinstance(t, str) for t in pair):
                 raise ConfigError(f"pair {i} must be a (query, document) tuple of two strings")
@@ -65,3 +69,19 @@ class Reranker:
         scores = self.score([(query, d) for d in docs])
         order = sorted(range(len(docs)), key=lambda i: -scores[i])
         return [RankResult(i, docs[i], scores[i]) for i in order[:top_k]]
+
+    def get_scores(
+        self, query: str, docs: Sequence[str], return_logits: bool = False
+    ) -> list[float] | tuple[list[float], list[list[float]]]:
+        """InRanker's API: scores of ``docs`` for ``query``, in input order.
+
+        With ``return_logits`` (seq2seq rerankers only) also each document's ``[false_logit, true_logit]``.
+        """
+        if not isinstance(query, str) or not query.strip():
+            raise ConfigError("query must be a non-empty string")
+        if isinstance(self.model, Seq2SeqReranker):
+            return self.model.get_scores(query, docs, return_logits, batch_size=self.batch_size)
+        if return_logits:
+            raise ConfigError("return_logits=True needs a seq2seq (monoT5-style) reranker: only those have "
+                              "true/false logits; this model is a cross-encoder with one score per pair")
+        return self.score([(query, d) for d in docs])

@@ -1,6 +1,6 @@
 """Losses: pure tensor functions (scores and targets in, scalar tensor out)."""
 
-from distilrank.losses.distill import hidden_cosine, kd_kl, mlm_ce
+from distilrank.losses.distill import hidden_cosine, kd_kl, listwise_kl, logit_mse, mlm_ce
 from distilrank.losses.ranking import (
     listwise_softmax_ce,
     margin_mse,
@@ -11,7 +11,9 @@ from distilrank.losses.ranking import (
 __all__ = [
     "hidden_cosine",
     "kd_kl",
+    "listwise_kl",
     "listwise_softmax_ce",
+    "logit_mse",
     "margin_mse",
     "mlm_ce",
     "pairwise_margin",

@@ -1,10 +1,15 @@
-"""Distillation losses (the DistilBERT recipe) as pure functions of logits and hidden states.
+"""Distillation losses as pure functions of logits, scores and hidden states.
 
-Shapes: ``N`` = rows (masked positions, or tokens), ``V`` = vocabulary size, ``H`` = hidden size.
-Teacher tensors are detached inside each loss: gradients reach the student only.
+The DistilBERT recipe (``kd_kl``, ``mlm_ce``, ``hidden_cosine``) and soft-label reranker
+distillation (``logit_mse``, InRanker; ``listwise_kl`` over a query's documents).
 
-Reference: Sanh et al., 2019, "DistilBERT, a distilled version of BERT: smaller, faster,
-cheaper and lighter"; huggingface/transformers ``examples/research_projects/distillation/distiller.py``.
+Shapes: ``N`` = rows (masked positions, or tokens), ``V`` = vocabulary size, ``H`` = hidden size,
+``B`` = query groups, ``G`` = documents per group. Teacher tensors are detached inside each loss:
+gradients reach the student only.
+
+References: Sanh et al., 2019, "DistilBERT, a distilled version of BERT: smaller, faster,
+cheaper and lighter"; huggingface/transformers ``examples/research_projects/distillation/distiller.py``;
+Laitz et al., 2024, "InRanker: Distilled Rankers for Zero-shot Information Retrieval".
 """
 
 from __future__ import annotations
@@ -39,10 +44,15 @@ def kd_kl(student_logits: Tensor, teacher_logits: Tensor, temperature: float = 2
         tensor(0.)
     """
     _check_same_shape("kd_kl", student_logits, teacher_logits, "(N, V)")
+    return _softened_kl("kd_kl", student_logits, teacher_logits, temperature)
+
+
+def _softened_kl(name: str, student: Tensor, teacher: Tensor, temperature: float) -> Tensor:
+    """``T^2 * batchmean KL(softmax(teacher / T) || softmax(student / T))`` over the last dim."""
     if temperature <= 0:
-        raise ValueError(f"kd_kl: temperature must be > 0, got {temperature}")
-    log_p_student = F.log_softmax(student_logits / temperature, dim=-1)  # (N, V)
-    p_teacher = F.softmax(teacher_logits.detach().to(student_logits.dtype) / temperature, dim=-1)  # (N, V)
+        raise ValueError(f"{name}: temperature must be > 0, got {temperature}")
+    log_p_student = F.log_softmax(student / temperature, dim=-1)  # (N, V)
+    p_teacher = F.softmax(teacher.detach().to(student.dtype) / temperature, dim=-1)  # (N, V)
     return F.kl_div(log_p_student, p_teacher, reduction="batchmean") * temperature**2
 
 
@@ -84,3 +94,54 @@ def hidden_cosine(student: Tensor, teacher: Tensor) -> Tensor:
     _check_same_shape("hidden_cosine", student, teacher, "(N, H)")
     cos = F.cosine_similarity(student, teacher.detach().to(student.dtype), dim=-1)  # (N,)
     return (1 - cos).mean()
+
+
+def logit_mse(student: Tensor, teacher: Tensor, center: bool = True) -> Tensor:
+    """InRanker's loss: mean squared error between student and teacher ``[false, true]`` logits.
+
+    Args:
+        student: ``(B, 2)`` the student's ``[false_logit, true_logit]`` at the first decoder step.
+        teacher: ``(B, 2)`` the teacher's logits for the same (query, document) pairs (detached).
+        center: zero-centre each teacher row first (subtract the mean of its pair), exactly as
+            InRanker's ``load_custom_dataset`` does (``false -= avg; true -= avg``): a logit pair
+            is defined up to a shared constant (only ``true - false`` sets the relevance score),
+            so the student is asked for the centred pair rather than the teacher's offset.
+
+    Returns ``mean_{b,k}(student_bk - target_bk)^2`` over all ``2B`` entries (``MSELoss()`` as in
+    InRanker's ``T5Trainer.compute_loss``). Reference: Laitz et al., 2024, "InRanker: Distilled
+    Rankers for Zero-shot Information Retrieval".
+
+    Example:
+        >>> logit_mse(torch.tensor([[-1.0, 1.0]]), torch.tensor([[4.0, 6.0]]))  # centred: [-1, 1]
+        tensor(0.)
+    """
+    _check_same_shape("logit_mse", student, teacher, "(B, 2)")
+    if student.shape[1] != 2:
+        raise ValueError(f"logit_mse: expected (B, 2) [false, true] logits, got {tuple(student.shape)}")
+    target = teacher.detach().to(student.dtype)  # (B, 2)
+    if center:
+        target = target - target.mean(dim=1, keepdim=True)  # (B, 2), each row sums to 0
+    return F.mse_loss(student, target)
+
+
+def listwise_kl(student: Tensor, teacher: Tensor, temperature: float = 1.0) -> Tensor:
+    """Listwise distillation: KL divergence between the teacher's and the student's softmax over
+    each query's documents.
+
+    Args:
+        student: ``(B, G)`` student scores, one row per query group of ``G`` documents.
+        teacher: ``(B, G)`` teacher scores for the same documents (detached here), e.g.
+            cross-encoder scores or a seq2seq teacher's ``true_logit - false_logit``.
+        temperature: ``T`` > 0; both distributions are ``softmax(scores / T)``.
+
+    Returns ``T^2 * mean_b KL(softmax(t_b / T) || softmax(s_b / T))`` (``batchmean``: averaged
+    over the ``B`` groups), the soft-target loss of Hinton et al., 2015, "Distilling the Knowledge
+    in a Neural Network", applied to a query's ranked list as in ``kd_kl``. Adding a constant to
+    a row of either side leaves the loss unchanged: only score differences within a group matter.
+
+    Example:
+        >>> listwise_kl(torch.tensor([[0.0, 1.0]]), torch.tensor([[5.0, 6.0]]))  # same softmax
+        tensor(0.)
+    """
+    _check_same_shape("listwise_kl", student, teacher, "(B, G)")
+    return _softened_kl("listwise_kl", student, teacher, temperature)

@@ -105,7 +105,8 @@ def train_loop(
     ga = cfg.gradient_accumulation_steps
     steps_per_epoch = max(1, math.ceil(len(loader) / ga))
     total = cfg.max_steps or max(1, math.ceil(steps_per_epoch * cfg.epochs))
-    sched_fn = partial(warmup_linear, warmup_steps=max(1, int(cfg.warmup_ratio * total)), total_steps=total)
+    warmup = getattr(cfg, "warmup_steps", 0) or int(cfg.warmup_ratio * total)  # warmup_steps > 0 wins
+    sched_fn = partial(warmup_linear, warmup_steps=max(1, warmup), total_steps=total)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, sched_fn)
     accelerator.register_for_checkpointing(scheduler)
 

@@ -1,22 +1,26 @@
-"""``distilrank train``: read data, build model and task, run the loop, write the run directory."""
+"""``distilrank train``: read data, build model and task, run the loop, write the run directory.
+
+Also runs chained stages (:func:`run_stages`), each starting from the previous stage's model.
+"""
 
 from __future__ import annotations
 
+import json
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 from accelerate.utils import set_seed
 
 from distilrank.config import TrainConfig
-from distilrank.data.records import Group
+from distilrank.data.records import Group, SoftGroup
 from distilrank.errors import ConfigError
 from distilrank.io import atomic_dir
 from distilrank.models.cross_encoder import CrossEncoder
 from distilrank.reports import plot_comparison, plot_loss, read_log, start_run, write_metrics
 from distilrank.training.loop import make_accelerator, train_loop
-from distilrank.training.tasks import RerankTask, shuffle_negatives
+from distilrank.training.tasks import RerankTask, SoftLabelTask, Student, shuffle_negatives
 
 logger = logging.getLogger(__name__)
 
@@ -31,7 +35,7 @@ class RerankEvaluator:
         self.run = first_stage_run(self.dataset, given_run, top_k, max_queries)
         self.top_k, self.batch_size = top_k, batch_size
 
-    def __call__(self, model: CrossEncoder) -> dict[str, float]:
+    def __call__(self, model: Student) -> dict[str, float]:
         from distilrank.evaluation.ranking import evaluate_reranking
 
         scorer = lambda pairs: model.score(pairs, batch_size=self.batch_size)  # noqa: E731
@@ -43,20 +47,64 @@ class RerankEvaluator:
         return evaluate_reranking(self.dataset, self.run, None, self.top_k).first_stage
 
 
-def run_training(cfg: TrainConfig, on_step: Callable[[int], None] | None = None) -> dict[str, Any]:
-    """Train a cross-encoder as ``cfg`` says; returns the metrics also written to metrics.json."""
+def load_student(cfg: TrainConfig) -> Student:
+    """The model to train: a seq2seq (monoT5-style) reranker or a cross-encoder, as the checkpoint says."""
+    from distilrank.models.seq2seq import is_seq2seq_checkpoint, load_scoring_model
+
+    if not cfg.num_layers:
+        return load_scoring_model(cfg.model, max_length=cfg.max_length)
+    if is_seq2seq_checkpoint(cfg.model):
+        raise ConfigError(f"num_layers={cfg.num_layers} cuts an encoder's layers, but '{cfg.model}' is a seq2seq "
+                          "(T5-style) model; set num_layers=0, or start from a smaller T5 checkpoint")
+    return CrossEncoder.from_pretrained(cfg.model, max_length=cfg.max_length, num_layers=cfg.num_layers)
+
+
+def _make_task(cfg: TrainConfig, model: Student, examples: Sequence[Any]) -> RerankTask | SoftLabelTask:
+    """Soft labels train with SoftLabelTask, binary labels (groups, triplets, pairs) with RerankTask."""
+    task: RerankTask | SoftLabelTask
+    if isinstance(examples[0] if examples else None, SoftGroup):
+        task = SoftLabelTask(model, cfg.loss, cfg.group_size, cfg.max_length, cfg.temperature)
+    else:
+        task = RerankTask(model, cfg.loss, cfg.group_size, cfg.max_length, cfg.margin)
+    try:
+        task.check(examples)
+    except ConfigError as exc:
+        raise ConfigError(f"{cfg.train_file}: {exc}") from None
+    return task
+
+
+def read_examples(train_file: str) -> list[Any]:
+    """Training records from a file or hub name; InRanker's two published soft-label sets by their names.
+
+    ``unicamp-dl/InRanker-msmarco`` holds only ids and logits (texts joined from mMARCO) and
+    ``unicamp-dl/InRanker-BEIR`` one jsonl file, so they go through their own loader.
+    """
+    from distilrank.data.hub import INRANKER_BEIR, INRANKER_MSMARCO, load_inranker_dataset
     from distilrank.data.readers import read_training_file
 
+    if train_file.lower() in (INRANKER_BEIR.lower(), INRANKER_MSMARCO.lower()) and not Path(train_file).exists():
+        return load_inranker_dataset(train_file)
+    return list(read_training_file(train_file))
+
+
+def run_training(
+    cfg: TrainConfig, on_step: Callable[[int], None] | None = None, examples: Sequence[Any] | None = None
+) -> dict[str, Any]:
+    """Train a reranker as ``cfg`` says; returns the metrics also written to metrics.json.
+
+    ``examples`` (records already loaded, e.g. by the Python API) replace reading ``cfg.train_file``.
+    """
     out = Path(cfg.output_dir)
     if out.exists() and (out / "model").exists() and not cfg.resume:
         raise ConfigError(f"{out} already holds a trained model; choose another output_dir or pass resume=true")
     accelerator = make_accelerator(cfg)
-    examples = read_training_file(cfg.train_file)
+    examples = list(examples) if examples is not None else read_examples(cfg.train_file)
     set_seed(cfg.seed)  # before the model: a fresh classification head is initialised at random
-    model = CrossEncoder.from_pretrained(cfg.model, max_length=cfg.max_length, num_layers=cfg.num_layers)
-    task = RerankTask(model, cfg.loss, cfg.group_size, cfg.max_length, cfg.margin)
-    task.check(examples)
-    if isinstance(examples[0], Group):
+    model = load_student(cfg)
+    task = _make_task(cfg, model, examples)
+    if isinstance(task, SoftLabelTask):
+        examples = task.prepare(examples, cfg.seed)
+    elif isinstance(examples[0], Group):
         examples = shuffle_negatives(examples, cfg.seed)
     evaluate: RerankEvaluator | None = None
     if cfg.eval_data:
@@ -82,3 +130,41 @@ def run_training(cfg: TrainConfig, on_step: Callable[[int], None] | None = None)
         write_metrics(out, metrics)
     accelerator.wait_for_everyone()
     return metrics
+
+
+def _check_stages(stages: Sequence[tuple[str, TrainConfig]]) -> None:
+    """What would stop a later stage, checked before the first one computes anything."""
+    if not stages:
+        raise ConfigError("no training stages to run")
+    for name, cfg in stages:
+        done = (Path(cfg.output_dir) / "model").exists()
+        if done and not cfg.resume:
+            raise ConfigError(f"stage '{name}': {cfg.output_dir} already holds a trained model; choose another "
+                              "output_dir, or pass resume=true to skip finished stages")
+        file = Path(cfg.train_file).expanduser()
+        if not done and not file.exists() and file.suffix.lower() in (".jsonl", ".json", ".tsv"):
+            raise ConfigError(f"stage '{name}': train_file {cfg.train_file} does not exist")
+
+
+def run_stages(stages: Sequence[tuple[str, TrainConfig]], on_step: Callable[[int], None] | None = None,
+               ) -> list[dict[str, Any]]:
+    """Run training stages in order (see :func:`distilrank.config.load_stages`); one metrics dict each.
+
+    Each stage's config already points its ``model`` at the previous stage's ``output_dir/model``.
+    With ``resume=true`` a finished stage (its ``output_dir/model`` exists) is skipped, reporting the
+    metrics it wrote, and the first unfinished one resumes from its last checkpoint.
+    """
+    _check_stages(stages)
+    results = []
+    for k, (name, cfg) in enumerate(stages):
+        out = Path(cfg.output_dir)
+        if cfg.resume and (out / "model").exists():
+            logger.info("stage %d/%d '%s': finished earlier, skipped", k + 1, len(stages), name)
+            saved = out / "metrics.json"
+            metrics = json.loads(saved.read_text(encoding="utf-8")) if saved.exists() else {}
+            results.append({"stage": name, "output_dir": cfg.output_dir, "skipped": True, **metrics})
+            continue
+        logger.info("stage %d/%d '%s': %s -> %s", k + 1, len(stages), name, cfg.model, cfg.output_dir)
+        metrics = run_training(cfg, on_step=on_step)
+        results.append({"stage": name, "output_dir": cfg.output_dir, "skipped": False, **metrics})
+    return results

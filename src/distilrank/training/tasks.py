@@ -3,28 +3,46 @@
 from __future__ import annotations
 
 import contextlib
+import logging
+import math
 import random
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, Union
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
+from distilrank.config import SOFT_LOSSES
 from distilrank.data.collate import BlockMasker, pair_lengths
-from distilrank.data.records import Group, LabeledPair
-from distilrank.errors import ConfigError
+from distilrank.data.records import Group, LabeledPair, SoftGroup
+from distilrank.errors import ConfigError, DataError
 from distilrank.losses import (
     hidden_cosine,
     kd_kl,
+    listwise_kl,
     listwise_softmax_ce,
+    logit_mse,
     margin_mse,
     mlm_ce,
     pairwise_margin,
     pointwise_bce,
 )
-from distilrank.models.cross_encoder import CrossEncoder
+
+if TYPE_CHECKING:
+    from distilrank.models.cross_encoder import CrossEncoder
+    from distilrank.models.seq2seq import Seq2SeqReranker
+
+logger = logging.getLogger(__name__)
+
+# A reranker being trained: forward gives (N,) scores (cross-encoder) or (N, 2) [false, true] logits (seq2seq).
+Student = Union["CrossEncoder", "Seq2SeqReranker"]
+# pairs encoded at once when measuring seq2seq input lengths: bounds the memory of the token lists
+LENGTH_CHUNK = 16384
+SOFT_FORMAT = ("jsonl rows {query, contents, true_logit, false_logit} (a seq2seq teacher) or "
+               "{query, contents, score} (a cross-encoder teacher), as `distilrank label` writes them")
 
 
 class Task(Protocol):
@@ -33,15 +51,48 @@ class Task(Protocol):
     def loss(self, model: Any, batch: dict[str, Any]) -> Tensor | tuple[Tensor, dict[str, Tensor]]: ...
 
 
+def student_scores(output: Tensor) -> Tensor:
+    """A student's ranking scores: ``(N,)`` scores as they are, ``(N, 2)`` [false, true] logits -> true - false.
+
+    ``true - false`` ranks like monoT5's ``log_softmax([false, true])[1]`` (a monotone function of
+    it), and ``pointwise_bce`` on it equals the cross-entropy on the true/false tokens that monoT5
+    is trained with: ``-log softmax([f, t])[1] = -log sigmoid(t - f)``.
+
+    Example:
+        >>> student_scores(torch.tensor([[1.0, 3.0], [0.5, 0.0]]))
+        tensor([ 2.0000, -0.5000])
+    """
+    if output.dim() == 2 and output.shape[-1] == 2:
+        return output[:, 1] - output[:, 0]  # (N,)
+    return output.reshape(-1)  # (N,)
+
+
+def pair_token_lengths(model: Student, queries: Sequence[str], docs: Sequence[str], max_length: int) -> list[int]:
+    """Exact width of each (query, doc) pair as ``model.tokenize`` encodes it (for length-grouped batches).
+
+    A seq2seq reranker wraps pairs in its template (``Query: ... Document: ... Relevant:``), so its
+    own ``encode_pairs`` measures them; a cross-encoder's pairs are measured from the texts alone.
+    """
+    encode = getattr(model, "encode_pairs", None)
+    if encode is None:
+        return pair_lengths(model.tokenizer, queries, docs, max_length)
+    out: list[int] = []
+    for start in range(0, len(queries), LENGTH_CHUNK):
+        stop = start + LENGTH_CHUNK
+        out += [len(ids) for ids in encode(list(queries[start:stop]), list(docs[start:stop]), max_length)]
+    return out
+
+
 @dataclass
 class RerankTask:
-    """Cross-encoder training on groups (listwise, pairwise, margin_mse, bce) or labeled pairs (bce).
+    """Reranker training on groups (listwise, pairwise, margin_mse, bce) or labeled pairs (bce).
 
     Groups are cut to ``group_size`` documents (positive + first negatives). For ``bce`` a group
-    becomes pairs labeled 1 (positive) and 0 (negatives).
+    becomes pairs labeled 1 (positive) and 0 (negatives). A seq2seq (monoT5-style) student is
+    scored by :func:`student_scores` (true - false logit), so every loss applies to it too.
     """
 
-    model: CrossEncoder
+    model: Student
     loss_name: str
     group_size: int = 8
     max_length: int = 128
@@ -50,6 +101,12 @@ class RerankTask:
     def check(self, examples: Sequence[Any]) -> None:
         if not examples:
             raise ConfigError("the training file holds no examples")
+        if isinstance(examples[0], SoftGroup):
+            raise ConfigError("soft labels train with SoftLabelTask (loss=logit_mse, kl or margin_mse)")
+        if self.loss_name in ("logit_mse", "kl"):
+            raise ConfigError(f"loss={self.loss_name} learns from a teacher's soft labels: {SOFT_FORMAT}; this "
+                              "file holds binary labels (groups, triplets or pairs): train it with loss=listwise, "
+                              "pairwise or bce, or margin_mse on groups with a 'scores' list")
         if isinstance(examples[0], LabeledPair) and self.loss_name != "bce":
             raise ConfigError(f"labeled pairs {{query, passage, label}} train with loss=bce, not {self.loss_name!r}")
         if self.loss_name == "margin_mse" and any(g.teacher_scores is None for g in examples):
@@ -64,7 +121,7 @@ class RerankTask:
             docs += texts
             owner += [k] * len(texts)
         widths = [0] * len(examples)
-        for k, n in zip(owner, pair_lengths(self.model.tokenizer, queries, docs, self.max_length)):
+        for k, n in zip(owner, pair_token_lengths(self.model, queries, docs, self.max_length)):
             widths[k] = max(widths[k], n)
         return widths
 
@@ -92,7 +149,7 @@ class RerankTask:
         return batch
 
     def loss(self, model: Any, batch: dict[str, Any]) -> Tensor:
-        scores = model(**batch["features"])  # (B*G,) or (B,) for pairs
+        scores = student_scores(model(**batch["features"]))  # (B*G,) or (B,) for pairs
         if "labels" in batch:
             return pointwise_bce(scores, batch["labels"].to(scores.device))
         scores = scores.view(-1, batch["group_size"])  # (B, G): positive first
@@ -106,6 +163,177 @@ class RerankTask:
         labels = torch.zeros_like(scores)
         labels[:, 0] = 1.0
         return pointwise_bce(scores.reshape(-1), labels.reshape(-1))
+
+
+def split_soft_groups(groups: Sequence[SoftGroup], group_size: int, seed: int) -> list[SoftGroup]:
+    """Cut each query's labelled documents into sub-groups of at most ``group_size``, after a seeded shuffle.
+
+    Every labelled document lands in exactly one sub-group. A query with ``n`` documents gives
+    ``ceil(n / group_size)`` sub-groups of near-equal sizes (they differ by at most one), so no
+    lone document is left over: a sub-group of one happens only for a query labelled with a single
+    document (or ``group_size=1``, the pointwise ``logit_mse`` setting). The shuffle keeps each
+    document with its score and logits, and the same seed gives the same sub-groups.
+
+    Example:
+        >>> g = SoftGroup("q", ("a", "b", "c", "d", "e"), (5.0, 4.0, 3.0, 2.0, 1.0))
+        >>> [len(s.documents) for s in split_soft_groups([g], group_size=4, seed=0)]
+        [3, 2]
+    """
+    if group_size < 1:
+        raise ConfigError(f"group_size must be >= 1, got {group_size}")
+    rng = random.Random(seed)
+    out: list[SoftGroup] = []
+    for g in groups:
+        order = list(range(len(g.documents)))
+        rng.shuffle(order)
+        parts = math.ceil(len(order) / group_size)
+        base, extra = divmod(len(order), max(1, parts))
+        start = 0
+        for j in range(parts):
+            idx = order[start : start + base + (j < extra)]
+            start += len(idx)
+            out.append(SoftGroup(
+                g.query,
+                tuple(g.documents[i] for i in idx),
+                tuple(g.scores[i] for i in idx),
+                tuple(g.logits[i] for i in idx) if g.logits is not None else None,
+            ))
+    return out
+
+
+def _check_soft_group(k: int, g: Any) -> None:
+    """Groups handed over from Python (not read from a file) get the checks the readers make."""
+    where = f"soft-label group {k} (query {str(getattr(g, 'query', ''))[:60]!r})"
+    if not isinstance(g, SoftGroup):
+        raise ConfigError(f"{where} is a {type(g).__name__}, expected a SoftGroup")
+    if not g.documents:
+        raise DataError(f"{where} has no documents", hint="every query needs at least one labelled document")
+    if len(g.scores) != len(g.documents) or (g.logits is not None and len(g.logits) != len(g.documents)):
+        raise DataError(f"{where} has {len(g.documents)} documents but {len(g.scores)} scores"
+                        + (f" and {len(g.logits)} logit pairs" if g.logits is not None else ""))
+    values = [*g.scores, *(x for pair in g.logits or () for x in pair)]
+    if not all(math.isfinite(v) for v in values):
+        raise DataError(f"{where} has a NaN or infinite teacher score/logit", hint="re-label it or drop it")
+
+
+@dataclass
+class SoftLabelTask:
+    """Student training on a teacher's soft labels: sub-groups of :class:`SoftGroup` (see :func:`split_soft_groups`).
+
+    The student is a cross-encoder (``(N,)`` scores) or a seq2seq reranker (``(N, 2)`` [false, true]
+    logits, ranking score true - false). ``loss_name``:
+
+    * ``logit_mse``: a seq2seq student with logit labels learns the teacher's zero-centred
+      [false, true] logits (:func:`~distilrank.losses.logit_mse`, InRanker). Otherwise (encoder
+      student, or score-only labels) the student's score regresses on the teacher's score (MSE);
+      for a seq2seq teacher that score is its logit difference true - false. Pointwise: any
+      sub-group size works, ``group_size=1`` makes ``batch_size`` count pairs as InRanker does.
+    * ``kl``: :func:`~distilrank.losses.listwise_kl` between the teacher's and the student's score
+      distributions over each sub-group, at ``temperature``.
+    * ``margin_mse``: in each sub-group, the student's margins between the teacher's best document
+      and every other one match the teacher's (:func:`~distilrank.losses.margin_mse`).
+
+    ``kl`` and ``margin_mse`` compare documents within a group: sub-groups of one document (queries
+    labelled with a single document) carry no signal for them and are dropped by :meth:`prepare`.
+    """
+
+    model: Student
+    loss_name: str
+    group_size: int = 8
+    max_length: int = 128
+    temperature: float = 1.0
+
+    @property
+    def grouped(self) -> bool:
+        return self.loss_name in ("kl", "margin_mse")
+
+    def check(self, examples: Sequence[Any]) -> None:
+        if not examples:
+            raise ConfigError("the training data holds no soft-label groups")
+        if self.loss_name not in SOFT_LOSSES:
+            raise ConfigError(f"the training data holds a teacher's soft labels (scores or [false, true] logits), "
+                              f"which loss={self.loss_name} cannot learn from; use a soft-label loss: "
+                              "loss=logit_mse, kl or margin_mse")
+        for k, g in enumerate(examples):
+            _check_soft_group(k, g)
+        if self.grouped and all(len(g.documents) < 2 for g in examples):
+            raise ConfigError(f"loss={self.loss_name} compares the documents of each query, but every query has "
+                              "a single labelled document; use loss=logit_mse (pointwise), or label several "
+                              "documents per query (distilrank label top_k=...)")
+        seq2seq = getattr(self.model, "encode_pairs", None) is not None
+        if self.loss_name == "logit_mse" and seq2seq and any(g.logits is None for g in examples):
+            logger.warning("loss=logit_mse with score-only labels: the seq2seq student's true - false logit "
+                           "difference learns the teacher's score (MSE), not [false, true] logits")
+
+    def prepare(self, examples: Sequence[SoftGroup], seed: int) -> list[SoftGroup]:
+        """Sub-groups to train on: :func:`split_soft_groups`, minus lone documents for grouped losses."""
+        groups = split_soft_groups(examples, self.group_size, seed)
+        if self.grouped:
+            kept = [g for g in groups if len(g.documents) >= 2]
+            if len(kept) < len(groups):
+                logger.warning("loss=%s: %d queries with a single labelled document are skipped",
+                               self.loss_name, len(groups) - len(kept))
+            groups = kept
+        return groups
+
+    def lengths(self, examples: Sequence[SoftGroup]) -> list[int]:
+        """Padded width each sub-group brings to a batch: its longest pair in exact tokens."""
+        queries = [g.query for g in examples for _ in g.documents]
+        docs = [d for g in examples for d in g.documents]
+        widths, start = [], 0
+        lengths = pair_token_lengths(self.model, queries, docs, self.max_length)
+        for g in examples:
+            widths.append(max(lengths[start : start + len(g.documents)]))
+            start += len(g.documents)
+        return widths
+
+    def collate(self, examples: Sequence[SoftGroup]) -> dict[str, Any]:
+        """All documents of the batch's sub-groups, flat (N pairs), with their teacher labels."""
+        queries = [g.query for g in examples for _ in g.documents]
+        docs = [d for g in examples for d in g.documents]
+        sizes = [len(g.documents) for g in examples]
+        batch: dict[str, Any] = {
+            "features": self.model.tokenize(queries, docs, self.max_length),
+            "teacher": torch.tensor([s for g in examples for s in g.scores], dtype=torch.float32),  # (N,)
+            "sizes": sizes,
+        }
+        if all(g.logits is not None for g in examples):
+            batch["teacher_logits"] = torch.tensor([p for g in examples for p in g.logits],  # type: ignore[union-attr]
+                                                   dtype=torch.float32)  # (N, 2) [false, true]
+        if self.loss_name == "margin_mse":
+            best, other, start = [], [], 0
+            for g in examples:  # flat positions of each sub-group's teacher-best document and of the others
+                top = start + max(range(len(g.scores)), key=g.scores.__getitem__)
+                rest = [i for i in range(start, start + len(g.scores)) if i != top]
+                best += [top] * len(rest)
+                other += rest
+                start += len(g.scores)
+            batch["best"], batch["other"] = torch.tensor(best), torch.tensor(other)  # (M,), (M,)
+        return batch
+
+    def loss(self, model: Any, batch: dict[str, Any]) -> Tensor:
+        output = model(**batch["features"])  # (N,) scores or (N, 2) [false, true] logits
+        if self.loss_name == "logit_mse" and output.dim() == 2 and "teacher_logits" in batch:
+            return logit_mse(output.float(), batch["teacher_logits"].to(output.device))
+        scores = student_scores(output).float()  # (N,)
+        teacher = batch["teacher"].to(scores.device)  # (N,)
+        if self.loss_name == "logit_mse":
+            return F.mse_loss(scores, teacher)
+        if self.loss_name == "margin_mse":
+            best, other = batch["best"].to(scores.device), batch["other"].to(scores.device)
+            return margin_mse(scores[best], scores[other], teacher[best] - teacher[other])
+        return self._grouped_kl(scores, teacher, batch["sizes"])
+
+    def _grouped_kl(self, scores: Tensor, teacher: Tensor, sizes: Sequence[int]) -> Tensor:
+        """``listwise_kl`` averaged over the batch's sub-groups, which may differ in size by one."""
+        s_parts, t_parts = scores.split(list(sizes)), teacher.split(list(sizes))
+        total = scores.new_zeros(())
+        for size in sorted(set(sizes)):
+            idx = [i for i, n in enumerate(sizes) if n == size]
+            s = torch.stack([s_parts[i] for i in idx])  # (B_size, size)
+            t = torch.stack([t_parts[i] for i in idx])  # (B_size, size)
+            total = total + listwise_kl(s, t, self.temperature) * len(idx)  # batchmean -> sum over groups
+        return total / len(sizes)
 
 
 @dataclass
