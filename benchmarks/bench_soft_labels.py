@@ -1,0 +1,187 @@
+"""Do soft labels pay? A small student trained on a teacher's soft labels vs one trained on binary labels.
+
+On the demo set (the InRanker recipe at demo scale):
+
+1. the teacher: the packaged all-MiniLM-L6-v2 (6 layers) fine-tuned as a cross-encoder with the
+   demo's recipe (listwise CE over 1 positive + 7 BM25 negatives);
+2. ``distilrank label``: the teacher scores every (query, document) pair of the training groups
+   (1 positive + ``--negatives`` BM25 negatives per train query); the same pairs are also scored
+   with ``sentence_transformers.CrossEncoder.predict`` to compare labelling throughput;
+3. two students with the same start (``--student-layers`` first layers of MiniLM, or
+   ``--student-model``) and the same budget (steps, batch, group size, learning rate): one learns
+   the teacher's scores (``loss=kl``, KL over each query's documents), the other the binary labels
+   of the same groups (``loss=listwise``);
+4. nDCG@10 on the demo test queries (BM25 top-20) and scoring speed of teacher and students
+   (interleaved repetitions, medians).
+
+    python benchmarks/bench_soft_labels.py --out benchmarks/results/soft_labels_cpu.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from bench_vs_sentence_transformers import MODEL, machine_info  # noqa: E402
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--seed", type=int, default=13)
+    p.add_argument("--negatives", type=int, default=15, help="BM25 negatives per train query that get labelled")
+    p.add_argument("--teacher-steps", type=int, default=200)
+    p.add_argument("--teacher-lr", type=float, default=1.5e-4)
+    p.add_argument("--student-layers", type=int, default=2, help="first layers of MiniLM kept by the students")
+    p.add_argument("--student-model", default="", help="a student checkpoint to start from instead")
+    p.add_argument("--student-steps", type=int, default=600)
+    p.add_argument("--student-lr", type=float, default=3e-4)
+    p.add_argument("--group-size", type=int, default=8)
+    p.add_argument("--temperature", type=float, default=1.0)
+    p.add_argument("--max-length", type=int, default=96)
+    p.add_argument("--speed-repeats", type=int, default=3)
+    p.add_argument("--skip-st", action="store_true", help="do not time sentence-transformers' labelling")
+    return p.parse_args(argv)
+
+
+def train(model: str, train_file: Path, out: Path, args: argparse.Namespace, **kw: Any) -> dict[str, Any]:
+    from distilrank.config import TrainConfig
+    from distilrank.training.run import run_training
+
+    cfg = TrainConfig(train_file=str(train_file), model=model, output_dir=str(out), batch_size=4,
+                      group_size=args.group_size, max_length=args.max_length, seed=args.seed, log_steps=10, **kw)
+    return run_training(cfg)["train"]
+
+
+def label(teacher: Path, groups: Path, out: Path) -> dict[str, Any]:
+    from distilrank.config import LabelConfig
+    from distilrank.labeling import run_label
+
+    return run_label(LabelConfig(teacher=str(teacher), data=str(groups), output=str(out), batch_size=64))
+
+
+def st_labelling(teacher: Path, groups: Path, max_length: int) -> dict[str, Any]:
+    """sentence-transformers scoring the same pairs (its predict: batches sorted by character length)."""
+    from sentence_transformers import CrossEncoder as STCrossEncoder
+
+    from distilrank.data.readers import read_training_file
+
+    pairs = [(g.query, d) for g in read_training_file(groups) for d in g.documents]
+    model = STCrossEncoder(str(teacher), max_length=max_length, device="cpu")
+    start = time.perf_counter()
+    model.predict(pairs, batch_size=64, show_progress_bar=False)
+    seconds = time.perf_counter() - start
+    return {"pairs": len(pairs), "seconds": round(seconds, 2), "pairs_per_second": len(pairs) / seconds}
+
+
+def evaluate(test: Any, run: Any, model_dir: Path | None, max_length: int) -> dict[str, float]:
+    from distilrank.evaluation.ranking import evaluate_reranking
+    from distilrank.models.cross_encoder import CrossEncoder
+
+    if model_dir is None:
+        return evaluate_reranking(test, run, None, 20).first_stage
+    model = CrossEncoder.from_pretrained(str(model_dir), max_length=max_length)
+    return evaluate_reranking(test, run, lambda p: model.score(p), 20).reranked
+
+
+def scoring_speed(models: dict[str, Path], pairs: list[tuple[str, str]], args: argparse.Namespace) -> dict[str, float]:
+    """pairs/s of each model on the test pairs, repetitions interleaved; medians."""
+    from distilrank.models.cross_encoder import CrossEncoder
+
+    loaded = {k: CrossEncoder.from_pretrained(str(v), max_length=args.max_length) for k, v in models.items()}
+    times: dict[str, list[float]] = {k: [] for k in loaded}
+    for r in range(args.speed_repeats):
+        for name in (list(loaded) if r % 2 == 0 else list(loaded)[::-1]):
+            start = time.perf_counter()
+            loaded[name].score(pairs, batch_size=32)
+            times[name].append(time.perf_counter() - start)
+    return {k: len(pairs) / statistics.median(v) for k, v in times.items()}
+
+
+def run(work: Path, args: argparse.Namespace) -> dict[str, Any]:
+    from distilrank.config import MineConfig
+    from distilrank.data.demo import build_demo_dataset, write_beir
+    from distilrank.data.readers import read_beir
+    from distilrank.evaluation.run import first_stage_run
+    from distilrank.mining.negatives import mine_to_file
+
+    data_dir = write_beir(build_demo_dataset(args.seed), work / "data")
+    train_set, test = read_beir(data_dir, "train"), read_beir(data_dir, "test")
+    teacher_groups, groups = work / "teacher-groups.jsonl", work / "groups.jsonl"
+    mine_to_file(train_set, MineConfig(data=str(data_dir), output=str(teacher_groups), num_negatives=7, rank_max=30,
+                                       seed=args.seed))
+    mine_to_file(train_set, MineConfig(data=str(data_dir), output=str(groups), num_negatives=args.negatives,
+                                       rank_max=30, seed=args.seed))
+    out: dict[str, Any] = {"train": {}}
+    out["train"]["teacher"] = train(MODEL, teacher_groups, work / "teacher", args, loss="listwise",
+                                    max_steps=args.teacher_steps, learning_rate=args.teacher_lr)
+    teacher = work / "teacher" / "model"
+    out["labelling"] = {"distilrank": label(teacher, groups, work / "labels.jsonl")}
+    if not args.skip_st:
+        out["labelling"]["sentence_transformers"] = st_labelling(teacher, groups, args.max_length)
+    start = args.student_model or MODEL
+    layers = 0 if args.student_model else args.student_layers
+    budget = {"max_steps": args.student_steps, "learning_rate": args.student_lr, "num_layers": layers}
+    out["train"]["soft"] = train(start, work / "labels.jsonl", work / "soft", args, loss="kl",
+                                 temperature=args.temperature, **budget)
+    out["train"]["binary"] = train(start, groups, work / "binary", args, loss="listwise", **budget)
+    runs = first_stage_run(test, None, 20)
+    models = {"teacher (6 layers)": teacher, "student, soft labels": work / "soft" / "model",
+              "student, binary labels": work / "binary" / "model"}
+    out["rankings"] = {"BM25": evaluate(test, runs, None, args.max_length)}
+    out["rankings"].update({k: evaluate(test, runs, v, args.max_length) for k, v in models.items()})
+    pairs = [(test.queries[q].text, test.corpus[d].contents) for q, hits in runs.items() for d, _ in hits]
+    out["speed_pairs_per_s"] = scoring_speed({"teacher": teacher, "student": work / "soft" / "model"}, pairs, args)
+    out["test_queries"], out["test_pairs"] = len(runs), len(pairs)
+    return out
+
+
+def markdown(r: dict[str, Any]) -> str:
+    rows = r["rankings"]
+    teacher = rows["teacher (6 layers)"]["nDCG@10"]
+    lines = ["| model | nDCG@10 | of teacher |", "|---|---:|---:|"]
+    lines += [f"| {k} | {m['nDCG@10']:.4f} | {m['nDCG@10'] / teacher:.0%} |" for k, m in rows.items()]
+    s = r["speed_pairs_per_s"]
+    lines += ["", f"scoring ({r['test_pairs']} test pairs): student {s['student']:.1f} pairs/s, teacher "
+                  f"{s['teacher']:.1f} pairs/s ({s['student'] / s['teacher']:.2f}x)"]
+    lab = r["labelling"]
+    line = (f"labelling {lab['distilrank']['pairs']} pairs: distilrank {lab['distilrank']['pairs_per_second']:.1f} "
+            "pairs/s")
+    if "sentence_transformers" in lab:
+        st = lab["sentence_transformers"]["pairs_per_second"]
+        line += f", sentence-transformers predict {st:.1f} pairs/s ({lab['distilrank']['pairs_per_second'] / st:.2f}x)"
+    return "\n".join([*lines, line])
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    results: dict[str, Any] = {"command": " ".join([Path(sys.argv[0]).name, *(argv or sys.argv[1:])]),
+                               "machine": machine_info(), "load_avg_start": os.getloadavg(),
+                               "settings": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}}
+    t0 = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="bench-soft-") as tmp:
+        results.update(run(Path(tmp), args))
+    results["seconds"] = round(time.perf_counter() - t0, 1)
+    results["load_avg_end"] = os.getloadavg()
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(results, indent=2, default=str) + "\n", encoding="utf-8")
+    print(markdown(results))
+    print(f"\nwrote {args.out} ({results['seconds']:.0f}s)")
+
+
+if __name__ == "__main__":
+    main()
