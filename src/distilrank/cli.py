@@ -56,6 +56,20 @@ def _cmd_label(args: argparse.Namespace) -> None:
     run_label(load_config(LabelConfig, args.config, args.overrides))
 
 
+def _cmd_export(args: argparse.Namespace) -> None:
+    from distilrank.config import ExportConfig, load_config
+    from distilrank.inference.export import run_export
+
+    run_export(load_config(ExportConfig, args.config, args.overrides))
+
+
+def _cmd_serve(args: argparse.Namespace) -> None:
+    from distilrank.config import ServeConfig, load_config
+    from distilrank.inference.server import run_server
+
+    run_server(load_config(ServeConfig, args.config, args.overrides))
+
+
 def _cmd_eval(args: argparse.Namespace) -> None:
     from distilrank.config import EvalConfig, load_config
     from distilrank.evaluation.run import run_eval
@@ -97,6 +111,9 @@ def _commands() -> dict[str, tuple[str, Callable[[argparse.Namespace], None], st
                   "TrainConfig"),
         "eval": ("rerank a first-stage run and report ir-measures metrics", _cmd_eval, "EvalConfig"),
         "rank": ("rank the documents of a file for one query", _cmd_rank, "RankConfig"),
+        "export": ("export a cross-encoder to ONNX (fp32 or int8) with a parity check", _cmd_export,
+                   "ExportConfig"),
+        "serve": ("serve a reranker over HTTP (POST /rerank, GET /health)", _cmd_serve, "ServeConfig"),
     }
 
 

@@ -209,6 +209,51 @@ def parse_shard(text: str) -> tuple[int, int]:
 
 
 @dataclass(frozen=True)
+class ExportConfig:
+    """``distilrank export``: a trained cross-encoder to ONNX (fp32, or dynamically quantised to int8)."""
+
+    model: str = ""  # a saved cross-encoder folder
+    output_dir: str = ""  # the ONNX folder: model.onnx, config, tokenizer (Reranker.load reads it)
+    quantize: str = "none"  # "none" (fp32) or "int8" (onnxruntime dynamic quantisation)
+    opset: int = 17
+    max_length: int = 0  # 0: the length the model was trained with
+    parity_data: str = "demo"  # dataset spec whose (query, document) pairs check the export
+    parity_pairs: int = 200  # pairs scored by PyTorch and ONNX for the printed parity check
+
+    def __post_init__(self) -> None:
+        _check(bool(self.model), "model is required: a saved cross-encoder folder")
+        _check(bool(self.output_dir), "output_dir is required: the folder to write the ONNX model to")
+        _check(self.quantize in ("none", "int8"), f"quantize must be 'none' or 'int8', got {self.quantize!r}")
+        _check(11 <= self.opset <= 23, f"opset must be in [11, 23], got {self.opset}")
+        _check(self.max_length >= 0, "max_length must be >= 0 (0: the model's own)")
+        _check_positive(self, "parity_pairs")
+
+
+@dataclass(frozen=True)
+class ServeConfig:
+    """``distilrank serve``: an HTTP rerank API (Cohere/Jina shape) over one model loaded at start-up."""
+
+    model: str = ""  # a saved reranker folder (PyTorch or ONNX); never taken from a request
+    host: str = "127.0.0.1"
+    port: int = 8000
+    backend: str = "auto"  # "auto" (ONNX when the folder holds model.onnx), "torch" or "onnx"
+    batch_size: int = 64
+    max_documents: int = 1000  # documents per request; more -> 413
+    max_document_chars: int = 20_000  # characters per document; more -> 413
+    max_query_chars: int = 2_000
+    max_body_bytes: int = 5_000_000  # request body; more -> 413
+    batch_wait_ms: float = 2.0  # how long a request waits for others to share its scoring batch
+
+    def __post_init__(self) -> None:
+        _check(bool(self.model), "model is required: a saved reranker folder")
+        _check(self.backend in ("auto", "torch", "onnx"), f"backend must be auto, torch or onnx, got {self.backend!r}")
+        _check(0 < self.port < 65536, f"port must be in [1, 65535], got {self.port}")
+        _check_positive(self, "batch_size", "max_documents", "max_document_chars", "max_query_chars",
+                        "max_body_bytes")
+        _check(0 <= self.batch_wait_ms <= 1000, f"batch_wait_ms must be in [0, 1000], got {self.batch_wait_ms}")
+
+
+@dataclass(frozen=True)
 class EvalConfig:
     """``distilrank eval``: rerank a first-stage run and score it with ir-measures."""
 

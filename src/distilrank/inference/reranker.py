@@ -5,12 +5,18 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
 from distilrank.errors import ConfigError
 from distilrank.models.cross_encoder import CrossEncoder
 from distilrank.models.seq2seq import Seq2SeqReranker, load_scoring_model
+
+if TYPE_CHECKING:
+    from distilrank.inference.onnx_backend import OnnxCrossEncoder
+
+BACKENDS = ("auto", "torch", "onnx")
 
 
 @dataclass(frozen=True)
@@ -23,12 +29,14 @@ class RankResult:
 class Reranker:
     """Scores (query, document) pairs with a saved cross-encoder or monoT5-style seq2seq reranker.
 
+    A folder written by ``distilrank export`` (``model.onnx``) is scored by onnxruntime on the CPU.
+
     Example:
         >>> rr = Reranker.load("runs/demo/model")                       # doctest: +SKIP
         >>> rr.rank("how do I sort a list", ["sorted(iterable)...", "..."], top_k=3)  # doctest: +SKIP
     """
 
-    def __init__(self, model: CrossEncoder | Seq2SeqReranker, batch_size: int = 64) -> None:
+    def __init__(self, model: CrossEncoder | Seq2SeqReranker | OnnxCrossEncoder, batch_size: int = 64) -> None:
         self.model = model
         self.batch_size = batch_size
 
@@ -41,11 +49,26 @@ class Reranker:
         batch_size: int = 64,
         max_length: int | None = None,
         dtype: torch.dtype | None = None,
+        backend: str = "auto",
     ) -> Reranker:
-        """Load a saved reranker folder: any HF sequence-classification or T5-family (monoT5) checkpoint."""
+        """Load a saved reranker folder: any HF sequence-classification or T5-family (monoT5) checkpoint.
+
+        ``backend``: "torch" (PyTorch), "onnx" (onnxruntime on ``model.onnx``, CPU only) or "auto"
+        (ONNX when the folder holds ``model.onnx``, else PyTorch).
+        """
         p = Path(path)
         if str(path) and not p.exists() and (p.is_absolute() or str(path).startswith(".")):
             raise ConfigError(f"no model folder at {p}")
+        if backend not in BACKENDS:
+            raise ConfigError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
+        onnx_file = p / "model.onnx"
+        if backend == "auto":
+            backend = "onnx" if onnx_file.is_file() else "torch"
+        if backend == "onnx":
+            return cls(_load_onnx(p, device=device, max_length=max_length, dtype=dtype), batch_size=batch_size)
+        if onnx_file.is_file() and not any(p.glob("*.safetensors")) and not any(p.glob("*.bin")):
+            raise ConfigError(f"{p} holds only an ONNX export (model.onnx, no PyTorch weights); load it with "
+                              "backend='onnx' (or 'auto'), or pass the checkpoint folder it was exported from")
         # max_length None: the length the model was trained with (saved as the tokenizer's maximum)
         model = load_scoring_model(str(path), dtype=dtype, max_length=max_length)
         device = device or ("cuda" if torch.cuda.is_available() else "cpu")
@@ -85,3 +108,18 @@ class Reranker:
             raise ConfigError("return_logits=True needs a seq2seq (monoT5-style) reranker: only those have "
                               "true/false logits; this model is a cross-encoder with one score per pair")
         return self.score([(query, d) for d in docs])
+
+
+def _load_onnx(path: Path, *, device: str | None, max_length: int | None, dtype: torch.dtype | None) -> OnnxCrossEncoder:
+    from distilrank.inference.onnx_backend import OnnxCrossEncoder
+
+    if not (path / "model.onnx").is_file():
+        raise ConfigError(f"backend='onnx' needs {path / 'model.onnx'}, which does not exist; export the model "
+                          f"with `distilrank export model={path} output_dir=<new folder>` or use backend='torch'")
+    if device not in (None, "cpu"):
+        raise ConfigError(f"the ONNX backend runs on the CPU (onnxruntime); got device={device!r}: "
+                          "leave device unset, or use backend='torch' for a GPU")
+    if dtype is not None:
+        raise ConfigError("dtype applies to the PyTorch backend; an ONNX export keeps the precision it was "
+                          "exported with (fp32 or int8)")
+    return OnnxCrossEncoder.from_pretrained(path, max_length=max_length)

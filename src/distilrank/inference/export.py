@@ -1,0 +1,162 @@
+"""``distilrank export``: a saved cross-encoder to ONNX (fp32, or int8 by dynamic quantisation)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from distilrank.config import ExportConfig
+from distilrank.errors import ConfigError
+from distilrank.inference.onnx_backend import (
+    ONNX_FILE,
+    ONNX_META,
+    OnnxCrossEncoder,
+    import_onnxruntime,
+)
+from distilrank.io import atomic_dir, atomic_write_json
+from distilrank.models.cross_encoder import CrossEncoder
+
+logger = logging.getLogger(__name__)
+
+# Pairs of different lengths: the traced batch must carry padding, so the attention mask stays in the graph.
+EXAMPLE_PAIRS = [("what is a reranker", "a model that scores query document pairs"), ("sort", "a list")]
+
+
+class _Logits(nn.Module):
+    """The HF classifier as a function of positional tensors (what the ONNX exporter traces)."""
+
+    def __init__(self, model: nn.Module, names: Sequence[str]) -> None:
+        super().__init__()
+        self.model = model
+        self.names = list(names)
+
+    def forward(self, *inputs: Tensor) -> Tensor:
+        return self.model(**dict(zip(self.names, inputs))).logits  # (B, 1)
+
+
+def _export_graph(ce: CrossEncoder, path: Path, opset: int) -> None:
+    """Trace the logits with dynamic batch and sequence axes to ``path`` (TorchScript exporter).
+
+    The TorchScript path (``dynamo=False``) exports BERT-family models of transformers 5 with
+    matching outputs and needs no ``onnxscript``.
+    """
+    features = ce.tokenize([q for q, _ in EXAMPLE_PAIRS], [d for _, d in EXAMPLE_PAIRS])
+    names = [n for n in ("input_ids", "attention_mask", "token_type_ids") if n in features]
+    model = ce.model.eval()
+    axes: dict[str, dict[int, str]] = {n: {0: "batch", 1: "sequence"} for n in names}
+    with warnings.catch_warnings(), torch.no_grad():
+        # tracer warnings about Python booleans concern branches that are fixed for encoders
+        warnings.simplefilter("ignore")
+        torch.onnx.export(_Logits(model, names), tuple(features[n] for n in names), str(path),
+                          input_names=names, output_names=["logits"],
+                          dynamic_axes={**axes, "logits": {0: "batch"}}, opset_version=opset, dynamo=False)
+
+
+def _quantize_int8(src: Path, dst: Path) -> None:
+    import_onnxruntime()
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    # onnxruntime logs a generic "consider pre-processing" advice on the root logger: not for our users
+    def advice(record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("Please consider to run pre-processing")
+
+    root = logging.getLogger()
+    root.addFilter(advice)
+    try:
+        quantize_dynamic(str(src), str(dst), weight_type=QuantType.QInt8)
+    finally:
+        root.removeFilter(advice)
+
+
+def export_onnx(
+    model_dir: str | Path,
+    output_dir: str | Path,
+    *,
+    quantize: str = "none",
+    opset: int = 17,
+    max_length: int | None = None,
+) -> Path:
+    """Write ``output_dir`` with ``model.onnx``, the HF config, the tokenizer and ``onnx.json``.
+
+    ``quantize="int8"`` stores dynamically quantised weights (QInt8; activations quantised at run
+    time). ``max_length`` None: the length the model was saved with; it is stored as the
+    tokenizer's ``model_max_length``. The folder appears only when complete.
+    """
+    from distilrank.models.seq2seq import is_seq2seq_checkpoint
+
+    if quantize not in ("none", "int8"):
+        raise ConfigError(f"quantize must be 'none' or 'int8', got {quantize!r}")
+    out = Path(output_dir)
+    if out.exists():
+        raise ConfigError(f"output_dir {out} already exists; choose another folder (the export never overwrites)")
+    import_onnxruntime()  # fail before the slow part when the [onnx] extra is missing
+    if is_seq2seq_checkpoint(str(model_dir)):
+        raise ConfigError(f"'{model_dir}' is a seq2seq (T5-family) checkpoint; export supports cross-encoders "
+                          "for now (serve seq2seq rerankers with the PyTorch backend)")
+    ce = CrossEncoder.from_pretrained(str(model_dir), max_length=max_length)
+    with atomic_dir(out) as tmp:
+        fp32 = tmp / ("model.fp32.onnx" if quantize == "int8" else ONNX_FILE)
+        _export_graph(ce, fp32, opset)
+        if quantize == "int8":
+            _quantize_int8(fp32, tmp / ONNX_FILE)
+            fp32.unlink()
+        ce.model.config.save_pretrained(tmp)
+        ce.tokenizer.model_max_length = ce.max_length
+        ce.tokenizer.save_pretrained(tmp)
+        meta = {"format": "onnx", "quantize": quantize, "opset": opset, "max_length": ce.max_length,
+                "source": str(model_dir)}
+        (tmp / ONNX_META).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
+    return out
+
+
+def parity_pairs(spec: str, limit: int) -> list[tuple[str, str]]:
+    """Up to ``limit`` (query, document) pairs: the top-10 first-stage candidates of ``spec``'s test queries."""
+    from distilrank.evaluation.run import first_stage_run, resolve_dataset
+
+    dataset, given = resolve_dataset(spec, "test")
+    run = first_stage_run(dataset, given, top_k=10)
+    pairs = [(dataset.queries[q].text, dataset.corpus[d].text) for q, docs in run.items() for d, _ in docs]
+    if not pairs:
+        raise ConfigError(f"parity_data '{spec}' gives no (query, document) pairs; use a dataset with test queries")
+    return pairs[:limit]
+
+
+def spearman(a: Sequence[float], b: Sequence[float]) -> float:
+    """Spearman rank correlation (average ranks for ties); nan when either side is constant."""
+    from scipy.stats import rankdata
+
+    ra, rb = rankdata(a), rankdata(b)
+    if len(ra) < 2 or ra.std() == 0 or rb.std() == 0:
+        return math.nan
+    return float(np.corrcoef(ra, rb)[0, 1])
+
+
+def run_export(cfg: ExportConfig) -> dict[str, Any]:
+    """Export, then score parity pairs with PyTorch and with the ONNX model; print and record the gap."""
+    max_length = cfg.max_length or None
+    out = export_onnx(cfg.model, cfg.output_dir, quantize=cfg.quantize, opset=cfg.opset, max_length=max_length)
+    pairs = parity_pairs(cfg.parity_data, cfg.parity_pairs)
+    reference = np.asarray(CrossEncoder.from_pretrained(cfg.model, max_length=max_length).score(pairs))
+    exported = np.asarray(OnnxCrossEncoder.from_pretrained(out).score(pairs))
+    rho = spearman(reference, exported)
+    parity = {"pairs": len(pairs), "data": cfg.parity_data,
+              "max_abs_diff": float(np.abs(reference - exported).max()),
+              "spearman": None if math.isnan(rho) else rho}
+    meta_path = out / ONNX_META
+    meta = json.loads(meta_path.read_text(encoding="utf-8"))
+    atomic_write_json(meta_path, {**meta, "parity": parity})
+    rho_text = "n/a (constant scores)" if parity["spearman"] is None else f"{rho:.4f}"
+    print(f"exported {cfg.quantize if cfg.quantize != 'none' else 'fp32'} ONNX to {out}; parity on {len(pairs)} "
+          f"pairs of {cfg.parity_data}: max |torch - onnx| = {parity['max_abs_diff']:.2e}, Spearman = {rho_text}")
+    if cfg.quantize == "none" and parity["max_abs_diff"] > 1e-3:
+        logger.warning("fp32 ONNX scores differ from PyTorch by up to %.2e; check the export", parity["max_abs_diff"])
+    return {"output_dir": str(out), "quantize": cfg.quantize, **parity}
