@@ -99,3 +99,9 @@ def test_readme_test_command_is_what_ci_runs():
     ci = (ROOT / ".ci" / "run").read_text()
     test_cmd = next(line.strip().strip("`") for line in readme.splitlines() if "pytest" in line and "pip install" in line)
     assert test_cmd in ci
+
+
+def test_library_debug_logs_stay_quiet_without_verbose(demo_beir, capsys):
+    # bm25s sets its logger to DEBUG on import; without -v only warnings and errors may reach stderr
+    assert main(["eval", f"data={demo_beir}", "split=test", "top_k=5", "max_queries=2"]) == 0
+    assert "DEBUG" not in capsys.readouterr().err
