@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import os
 import re
 import time
 from collections.abc import Callable, Sequence
@@ -316,6 +317,10 @@ def run_server(cfg: ServeConfig) -> None:
     """
     _import_serve_deps()
     _check_model_folder(cfg.model)
+    # oneDNN caches a compiled kernel per (batch, length) shape, up to 1024 of them; exact-length
+    # batches bring many shapes, so a long-running server's memory grew 58% in the load test
+    # (benchmarks/load_test.py). Without the cache it stays flat. Set before torch is imported.
+    os.environ.setdefault("ONEDNN_PRIMITIVE_CACHE_CAPACITY", "0")
     import uvicorn
 
     from distilrank.inference.reranker import Reranker
