@@ -19,7 +19,6 @@ repetitions, medians). Writes everything to ``--out`` and prints markdown tables
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import sys
@@ -37,7 +36,8 @@ from bench_vs_sentence_transformers import (  # noqa: E402
     TREC,
     TRIPLES,
     load_eval_pairs,
-    machine_info,
+    results_header,
+    save_results,
 )
 
 WIKI = "wikipedia-en-sample"
@@ -190,9 +190,7 @@ def main(argv: list[str] | None = None) -> None:
 
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()
-    results: dict[str, Any] = {"command": " ".join([Path(sys.argv[0]).name, *(argv or sys.argv[1:])]),
-                               "machine": machine_info(), "load_avg_start": os.getloadavg(),
-                               "settings": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}}
+    results: dict[str, Any] = results_header(args, argv)
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="bench-distill-") as tmp:
         work = Path(tmp)
@@ -202,10 +200,7 @@ def main(argv: list[str] | None = None) -> None:
             results["trec_dl_2019"] = trec_setting(work, args, copied)
             # trec-ft-1: the fine-tuned teacher, trec-ft-2: the fine-tuned distilled student
             results["speed"] = scoring_speed(work / "trec-ft-1" / "model", work / "trec-ft-2" / "model", args)
-    results["seconds"] = round(time.perf_counter() - t0, 1)
-    results["load_avg_end"] = os.getloadavg()
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(results, indent=2, default=str) + "\n", encoding="utf-8")
+    save_results(results, args.out, t0)
     print(markdown(results))
     print(f"\nwrote {args.out} ({results['seconds']:.0f}s)")
 

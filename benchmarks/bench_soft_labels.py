@@ -20,7 +20,6 @@ On the demo set (the InRanker recipe at demo scale):
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import sys
@@ -32,7 +31,7 @@ from typing import Any
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_vs_sentence_transformers import MODEL, machine_info  # noqa: E402
+from bench_vs_sentence_transformers import MODEL, results_header, save_results  # noqa: E402
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -169,16 +168,11 @@ def main(argv: list[str] | None = None) -> None:
 
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()
-    results: dict[str, Any] = {"command": " ".join([Path(sys.argv[0]).name, *(argv or sys.argv[1:])]),
-                               "machine": machine_info(), "load_avg_start": os.getloadavg(),
-                               "settings": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}}
+    results: dict[str, Any] = results_header(args, argv)
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="bench-soft-") as tmp:
         results.update(run(Path(tmp), args))
-    results["seconds"] = round(time.perf_counter() - t0, 1)
-    results["load_avg_end"] = os.getloadavg()
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(results, indent=2, default=str) + "\n", encoding="utf-8")
+    save_results(results, args.out, t0)
     print(markdown(results))
     print(f"\nwrote {args.out} ({results['seconds']:.0f}s)")
 

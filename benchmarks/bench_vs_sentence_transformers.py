@@ -71,6 +71,21 @@ def cpu_name() -> str:
     return next((ln.split(":", 1)[1].strip() for ln in lines if ln.startswith("model name")), platform.processor())
 
 
+def results_header(args: argparse.Namespace, argv: list[str] | None) -> dict[str, Any]:
+    """What every results file starts with: the command, the machine, the settings, the load."""
+    return {"command": " ".join([Path(sys.argv[0]).name, *(argv or sys.argv[1:])]),
+            "machine": machine_info(), "load_avg_start": os.getloadavg(),
+            "settings": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}}
+
+
+def save_results(results: dict[str, Any], out: Path, started: float) -> None:
+    """Add the wall time and the final load, then write ``results`` as JSON to ``out``."""
+    results["seconds"] = round(time.perf_counter() - started, 1)
+    results["load_avg_end"] = os.getloadavg()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(results, indent=2, default=str) + "\n", encoding="utf-8")
+
+
 def machine_info() -> dict[str, Any]:
     import sentence_transformers
     import tokenizers
