@@ -39,16 +39,21 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--seed", type=int, default=13)
     p.add_argument("--negatives", type=int, default=15, help="BM25 negatives per train query that get labelled")
+    p.add_argument("--rank-max", type=int, default=30, help="the labelled negatives come from BM25 ranks 1..rank-max")
     p.add_argument("--teacher-steps", type=int, default=200)
     p.add_argument("--teacher-lr", type=float, default=1.5e-4)
     p.add_argument("--student-layers", type=int, default=2, help="first layers of MiniLM kept by the students")
     p.add_argument("--student-model", default="", help="a student checkpoint to start from instead")
     p.add_argument("--student-steps", type=int, default=600)
     p.add_argument("--student-lr", type=float, default=3e-4)
+    p.add_argument("--student-batch-size", type=int, default=4, help="queries per student step")
     p.add_argument("--group-size", type=int, default=8)
     p.add_argument("--temperature", type=float, default=1.0)
     p.add_argument("--max-length", type=int, default=96)
     p.add_argument("--speed-repeats", type=int, default=3)
+    p.add_argument("--num-workers", type=int, default=0, help="tokenizing DataLoader workers (GPU runs)")
+    p.add_argument("--mixed-precision", default="no", choices=["no", "bf16", "fp16"],
+                   help="the students' precision (the teacher trains in fp32)")
     p.add_argument("--skip-st", action="store_true", help="do not time sentence-transformers' labelling")
     return p.parse_args(argv)
 
@@ -57,7 +62,9 @@ def train(model: str, train_file: Path, out: Path, args: argparse.Namespace, **k
     from distilrank.config import TrainConfig
     from distilrank.training.run import run_training
 
-    cfg = TrainConfig(train_file=str(train_file), model=model, output_dir=str(out), batch_size=4,
+    kw.setdefault("batch_size", 4)
+    kw["num_workers"] = args.num_workers
+    cfg = TrainConfig(train_file=str(train_file), model=model, output_dir=str(out),
                       group_size=args.group_size, max_length=args.max_length, seed=args.seed, log_steps=10, **kw)
     return run_training(cfg)["train"]
 
@@ -120,7 +127,7 @@ def run(work: Path, args: argparse.Namespace) -> dict[str, Any]:
     mine_to_file(train_set, MineConfig(data=str(data_dir), output=str(teacher_groups), num_negatives=7, rank_max=30,
                                        seed=args.seed))
     mine_to_file(train_set, MineConfig(data=str(data_dir), output=str(groups), num_negatives=args.negatives,
-                                       rank_max=30, seed=args.seed))
+                                       rank_max=args.rank_max, seed=args.seed))
     out: dict[str, Any] = {"train": {}}
     out["train"]["teacher"] = train(MODEL, teacher_groups, work / "teacher", args, loss="listwise",
                                     max_steps=args.teacher_steps, learning_rate=args.teacher_lr)
@@ -130,7 +137,8 @@ def run(work: Path, args: argparse.Namespace) -> dict[str, Any]:
         out["labelling"]["sentence_transformers"] = st_labelling(teacher, groups, args.max_length)
     start = args.student_model or MODEL
     layers = 0 if args.student_model else args.student_layers
-    budget = {"max_steps": args.student_steps, "learning_rate": args.student_lr, "num_layers": layers}
+    budget = {"max_steps": args.student_steps, "learning_rate": args.student_lr, "num_layers": layers,
+              "batch_size": args.student_batch_size, "mixed_precision": args.mixed_precision}
     out["train"]["soft"] = train(start, work / "labels.jsonl", work / "soft", args, loss="kl",
                                  temperature=args.temperature, **budget)
     out["train"]["binary"] = train(start, groups, work / "binary", args, loss="listwise", **budget)

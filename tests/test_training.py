@@ -138,3 +138,11 @@ def test_two_trainings_in_one_process_may_use_different_precision(tiny_model, gr
     run_training(_cfg(tiny_model, groups_file, tmp_path / "a", max_steps=2))
     metrics = run_training(_cfg(tiny_model, groups_file, tmp_path / "b", max_steps=2, mixed_precision="bf16"))
     assert metrics["train"]["steps"] == 2
+
+
+def test_background_tokenizing_workers_train_on_the_same_batches(tiny_model, groups_file, tmp_path):
+    common = dict(max_steps=6, batch_size=3)  # more than one epoch: persistent workers across epochs
+    run_training(_cfg(tiny_model, groups_file, tmp_path / "main", **common))
+    run_training(_cfg(tiny_model, groups_file, tmp_path / "workers", num_workers=2, **common))
+    a, b = _weights(tmp_path / "main" / "model"), _weights(tmp_path / "workers" / "model")
+    assert max((a[k] - b[k]).abs().max().item() for k in a) <= 1e-6

@@ -70,6 +70,7 @@ class TrainConfig:
     temperature: float = 1.0  # kl loss: softmax temperature over each query's group (teacher and student)
     num_layers: int = 0  # 0: keep all encoder layers; k: keep the first k (smaller student)
     mixed_precision: str = "no"
+    num_workers: int = 0  # background processes that tokenize batches (2-4 keep a GPU busy; 0: main process)
     seed: int = 42
     save_steps: int = 0  # 0: save only at the end
     save_total_limit: int = 2
@@ -99,6 +100,7 @@ class TrainConfig:
         _check_fraction(self, "warmup_ratio")
         for name in ("save_steps", "eval_steps", "num_layers", "weight_decay", "max_grad_norm", "warmup_steps"):
             _check(getattr(self, name) >= 0, f"{name} must be >= 0")
+        _check(0 <= self.num_workers <= 32, f"num_workers must be in [0, 32], got {self.num_workers}")
         _check(self.save_total_limit >= 1, "save_total_limit must be >= 1")
         _check(self.eval_steps == 0 or bool(self.eval_data), "eval_steps > 0 needs eval_data")
         _check(0.05 <= self.temperature <= 100, f"temperature must be in [0.05, 100], got {self.temperature}")

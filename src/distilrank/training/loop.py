@@ -98,8 +98,12 @@ def train_loop(
     sampler = LengthGroupedBatchSampler(task.lengths(examples), cfg.batch_size, seed=cfg.seed)
     # A private generator: creating a DataLoader iterator draws a seed from it, and a draw from the
     # global RNG would shift dropout masks between a straight run and a resumed one.
+    # Workers only tokenize (collate is deterministic), so a run with workers trains on the same
+    # batches as one without; on a GPU, tokenizing in the main process leaves the GPU idle.
+    workers = getattr(cfg, "num_workers", 0)
     loader = DataLoader(examples, batch_sampler=sampler, collate_fn=task.collate,  # type: ignore[arg-type]
-                        generator=torch.Generator().manual_seed(cfg.seed))
+                        generator=torch.Generator().manual_seed(cfg.seed), num_workers=workers,
+                        persistent_workers=workers > 0, pin_memory=workers > 0 and torch.cuda.is_available())
     optimizer = _optimizer(model, cfg)
     model, optimizer, loader = accelerator.prepare(model, optimizer, loader)
     ga = cfg.gradient_accumulation_steps
