@@ -81,7 +81,12 @@ def test_shipped_configs_load():
     shipped = {p.name for p in (ROOT / "configs").glob("*.yaml")}
     assert shipped == {"demo.yaml", "msmarco-triples-bce.yaml", "listwise-hard-negatives.yaml",
                        "distilbert-wikipedia.yaml", "minilm-student-wiki.yaml",
-                       "inranker-t5.yaml"}, "a new config needs a load test"
+                       "inranker-t5.yaml", "squad.yaml", "rte-prompt.yaml", "mine-static.yaml",
+                       "bi-encoder-triplet.yaml"}, "a new config needs a load test"
+    from distilrank.config import MineConfig
+
+    assert load_config(MineConfig, ROOT / "configs" / "mine-static.yaml", ["data=x", "output=y.jsonl"]).retriever == "static"
+    assert load_config(TrainConfig, ROOT / "configs" / "bi-encoder-triplet.yaml", ["train_file=x.jsonl"]).loss == "triplet"
 
 
 def test_distill_mlm_errors_are_one_line(tmp_path, capsys):

@@ -1,19 +1,48 @@
 import json
 import random
 
+import pytest
+
 from distilrank.config import MineConfig
 from distilrank.data.readers import read_beir, read_training_file
-from distilrank.mining.negatives import mine_groups, mine_to_file, select_negatives
+from distilrank.data.records import Passage, Query, RetrievalDataset
+from distilrank.errors import ConfigError, DataError
+from distilrank.mining.negatives import (
+    SHORT_MARGIN,
+    SHORT_RANGE,
+    SKIP_MISSING,
+    SKIP_NO_POSITIVE,
+    mine_groups,
+    mine_to_file,
+    select_negatives,
+)
+
+RANKED = [(f"d{i}", 10.0 - i * 0.5) for i in range(1, 21)]  # d1: 9.5, d2: 9.0, ... d20: 0.0
 
 
 def test_select_negatives_respects_rank_range_and_positives():
-    ranked = [f"d{i}" for i in range(1, 21)]
     cfg = MineConfig(num_negatives=3, rank_min=2, rank_max=6, sampling="top")
     # positives d1 and d3 removed first: pool = d2 d4 d5 d6 d7 d8 ..., ranks 2..6 -> d4..d8
-    assert select_negatives(ranked, {"d1", "d3"}, cfg, random.Random(0)) == ["d4", "d5", "d6"]
+    assert select_negatives(RANKED, {"d1", "d3"}, cfg, random.Random(0)) == (["d4", "d5", "d6"], "")
     rand = MineConfig(num_negatives=3, rank_min=2, rank_max=6, sampling="random")
-    got = select_negatives(ranked, {"d1", "d3"}, rand, random.Random(0))
-    assert len(got) == 3 and set(got) <= {"d4", "d5", "d6", "d7", "d8"}
+    got, reason = select_negatives(RANKED, {"d1", "d3"}, rand, random.Random(0))
+    assert len(got) == 3 and set(got) <= {"d4", "d5", "d6", "d7", "d8"} and reason == ""
+    narrow = MineConfig(num_negatives=3, rank_min=1, rank_max=2, sampling="top")
+    assert select_negatives(RANKED, set(), narrow, random.Random(0)) == (["d1", "d2"], SHORT_RANGE)
+
+
+def test_margins_against_the_positive_score():
+    # positive scored 8.0: absolute margin 1.5 keeps scores <= 6.5 (d7 onwards)
+    cfg = MineConfig(num_negatives=3, rank_max=20, sampling="top", absolute_margin=1.5)
+    assert select_negatives(RANKED, {"d0"}, cfg, random.Random(0), positive_score=8.0)[0] == ["d7", "d8", "d9"]
+    # relative margin 0.5 keeps scores <= 4.0 (d12 onwards)
+    rel = MineConfig(num_negatives=2, rank_max=20, sampling="top", relative_margin=0.5)
+    assert select_negatives(RANKED, set(), rel, random.Random(0), positive_score=8.0)[0] == ["d12", "d13"]
+    # a range whose documents all score too close to the positive: fewer negatives, for the margin's sake
+    tight = MineConfig(num_negatives=3, rank_max=5, sampling="top", absolute_margin=0.0)
+    assert select_negatives(RANKED, set(), tight, random.Random(0), positive_score=7.9) == (["d5"], SHORT_MARGIN)
+    with pytest.raises(ConfigError, match="relative_margin"):
+        MineConfig(relative_margin=1.5)
 
 
 def test_mined_groups_are_valid_training_data_and_deterministic(demo_beir, tmp_path):
@@ -29,5 +58,92 @@ def test_mined_groups_are_valid_training_data_and_deterministic(demo_beir, tmp_p
     assert rows == mine_groups(ds, cfg)[0]
     groups = read_training_file(tmp_path / "g.jsonl")
     assert len(groups) == len(rows)
-    short = sum(summary.short.values())
-    assert short == sum(1 for r in rows if len(r["negatives"]) < 4) + (summary.queries - len(rows))
+    assert sum(summary.short.values()) == sum(1 for r in rows if len(r["negatives"]) < 4)
+
+
+def toy_dataset() -> RetrievalDataset:
+    texts = ["sort a list in python", "sort the items of a list", "read a file", "write a file",
+             "python string value", "open the file and read it", "dict key value", "list of items"]
+    corpus = {f"d{i}": Passage(f"d{i}", t) for i, t in enumerate(texts)}
+    queries = {"q1": Query("q1", "sort list"), "q2": Query("q2", "read file"), "q3": Query("q3", "string")}
+    # q2's second positive is not in the corpus; q3 is judged but has no relevant document
+    qrels = {"q1": {"d0": 1, "d1": 0}, "q2": {"d2": 2, "gone": 1}, "q3": {"d4": 0}}
+    return RetrievalDataset(corpus, queries, qrels, name="toy")
+
+
+def test_bad_input_is_counted_or_refused():
+    ds = toy_dataset()
+    rows, summary = mine_groups(ds, MineConfig(num_negatives=2, rank_max=5, sampling="top"))
+    assert summary.queries == 2 and summary.skipped[SKIP_NO_POSITIVE] == 1 and summary.skipped[SKIP_MISSING] == 1
+    assert [(r["query_id"], r["positive_id"]) for r in rows] == [("q1", "d0"), ("q2", "d2")]
+    assert rows[0]["negative_ids"][0] == "d1"  # a judged non-relevant document is a fine negative
+    ds.qrels["q9"] = {"d0": 1}
+    with pytest.raises(DataError, match="not among the queries"):
+        mine_groups(ds, MineConfig())
+
+
+def test_duplicate_corpus_ids_are_refused(tmp_path):
+    folder = tmp_path / "beir"
+    (folder / "qrels").mkdir(parents=True)
+    rows = [{"_id": "d1", "text": "a"}, {"_id": "d1", "text": "b"}]
+    (folder / "corpus.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (folder / "queries.jsonl").write_text(json.dumps({"_id": "q1", "text": "a"}) + "\n")
+    (folder / "qrels" / "train.tsv").write_text("query-id\tcorpus-id\tscore\nq1\td1\t1\n")
+    with pytest.raises(DataError, match="d1"):
+        read_beir(folder, "train")
+
+
+def test_dense_mining_with_margin_and_rescoring(tiny_model):
+    ds = toy_dataset()
+    dense = MineConfig(retriever="dense", model=str(tiny_model), num_negatives=3, rank_max=6, sampling="top")
+    rows, summary = mine_groups(ds, dense)
+    assert summary.groups == 2 and all(len(r["negatives"]) == 3 for r in rows)
+    # a margin larger than any cosine gap (cosines are <= 1) leaves no negative: counted, not written
+    rows, summary = mine_groups(ds, MineConfig(retriever="dense", model=str(tiny_model), absolute_margin=3.0))
+    assert rows == [] and sum(summary.skipped.values()) == 1 + 1 + 2
+
+    from distilrank.inference.reranker import Reranker
+
+    rescored, _ = mine_groups(ds, MineConfig(num_negatives=3, rank_max=6, sampling="top",
+                                             rescore_model=str(tiny_model)))
+    reranker = Reranker.load(str(tiny_model))
+    for r in rescored:
+        scores = reranker.score([(r["query"], t) for t in r["negatives"]])
+        assert scores == sorted(scores, reverse=True)  # top sampling follows the cross-encoder's order
+
+
+def test_cli_mine_static(demo_beir, tiny_model, tmp_path, capsys):
+    from distilrank.cli import main
+    from distilrank.mining.retrievers import distill_static
+
+    static = tmp_path / "m2v"
+    distill_static(str(tiny_model), static, pca_dims=16)
+    out = tmp_path / "g.jsonl"
+    args = ["mine", f"data={demo_beir}", "split=dev", f"output={out}", "retriever=static", f"model={static}",
+            "max_queries=20", f"index_path={tmp_path / 'idx'}"]
+    assert main(args) == 0
+    assert "groups for 20 queries" in capsys.readouterr().out
+    assert len(read_training_file(out)) > 0 and (tmp_path / "idx" / "meta.json").is_file()
+    assert main(["mine", "retriever=bm25", "model=x"]) == 2
+
+
+def test_shipped_mining_and_bi_encoder_configs_load():
+    from pathlib import Path
+
+    from distilrank.config import TrainConfig, load_config
+
+    root = Path(__file__).resolve().parents[1] / "configs"
+    mine = load_config(MineConfig, root / "mine-static.yaml")
+    assert (mine.retriever, mine.num_negatives, mine.relative_margin) == ("static", 6, 0.05)
+    bi = load_config(TrainConfig, root / "bi-encoder-triplet.yaml", ["train_file=x.jsonl"])
+    assert (bi.loss, bi.distance, bi.margin) == ("triplet", "euclidean", 5.0)
+
+
+def test_query_chunks_do_not_change_the_groups(demo_beir, monkeypatch):
+    import distilrank.mining.negatives as negatives
+
+    ds = read_beir(demo_beir, "dev")
+    cfg = MineConfig(num_negatives=4, rank_max=20, max_queries=30)
+    whole = mine_groups(ds, cfg)[0]
+    monkeypatch.setattr(negatives, "MINE_QUERIES", 7)
+    assert mine_groups(ds, cfg)[0] == whole

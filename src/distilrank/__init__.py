@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from distilrank.inference.reranker import RankResult, Reranker
     from distilrank.labeling import run_label
     from distilrank.models.cross_encoder import CrossEncoder
+    from distilrank.models.heads import PairClassifier, QuestionAnswerer
     from distilrank.models.seq2seq import Seq2SeqReranker
     from distilrank.training.distill import run_distill
     from distilrank.training.soft import SoftLabelTrainer
@@ -36,6 +37,8 @@ _LAZY = {
     "run_label": "distilrank.labeling",
     "Seq2SeqReranker": "distilrank.models.seq2seq",
     "SoftLabelTrainer": "distilrank.training.soft",
+    "PairClassifier": "distilrank.models.heads",
+    "QuestionAnswerer": "distilrank.models.heads",
 }
 
 
@@ -62,6 +65,8 @@ __all__ = [
     "Reranker",
     "Seq2SeqReranker",
     "SoftLabelTrainer",
+    "PairClassifier",
+    "QuestionAnswerer",
     "TrainConfig",
     "load_config",
     "run_distill",

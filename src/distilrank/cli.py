@@ -84,6 +84,16 @@ def _cmd_mine(args: argparse.Namespace) -> None:
     run_mine(load_config(MineConfig, args.config, args.overrides))
 
 
+def _cmd_push(args: argparse.Namespace) -> None:
+    from distilrank.config import PushConfig, load_config
+    from distilrank.hub_push import push_to_hub
+
+    cfg = load_config(PushConfig, args.config, args.overrides)
+    url = push_to_hub(cfg.model, cfg.repo_id, private=cfg.private, token=os.environ.get(cfg.token_env) or None,
+                      metrics_file=cfg.metrics)
+    print(f"pushed {cfg.model} with a model card to {url}")
+
+
 def _cmd_rank(args: argparse.Namespace) -> None:
     from distilrank.config import RankConfig, load_config
     from distilrank.inference.run import run_rank
@@ -99,21 +109,38 @@ def _cmd_demo(args: argparse.Namespace) -> None:
     run_demo(load_config(DemoConfig, args.config, overrides))
 
 
+def _cmd_compare(args: argparse.Namespace) -> None:
+    from distilrank.compare import compare_runs
+    from distilrank.config import CompareConfig, load_config
+
+    runs = [a for a in args.overrides if "=" not in a]  # RUN_DIR... ; key=value pairs are settings
+    overrides = [a for a in args.overrides if "=" in a] + ([f"runs={','.join(runs)}"] if runs else [])
+    cfg = load_config(CompareConfig, args.config, overrides)
+    print(compare_runs(cfg.runs, cfg.output))
+    if cfg.output:
+        print(f"chart: {cfg.output}")
+
+
 def _commands() -> dict[str, tuple[str, Callable[[argparse.Namespace], None], str]]:
     return {
         "demo": ("run the whole pipeline offline on the embedded demo dataset", _cmd_demo, "DemoConfig"),
-        "mine": ("mine BM25 hard negatives for training queries (groups jsonl)", _cmd_mine, "MineConfig"),
+        "mine": ("mine hard negatives (bm25, dense or static retriever + FAISS) for training queries (groups "
+                 "jsonl)", _cmd_mine, "MineConfig"),
         "distill-mlm": ("distil a smaller encoder from a teacher's layers by masked-LM KD (DistilBERT recipe)",
                         _cmd_distill, "DistillConfig"),
         "label": ("score (query, document) pairs with a teacher reranker: soft labels as jsonl",
                   _cmd_label, "LabelConfig"),
-        "train": ("fine-tune a reranker (cross-encoder or seq2seq), on binary or soft labels", _cmd_train,
-                  "TrainConfig"),
+        "train": ("fine-tune a reranker (cross-encoder or seq2seq), on binary or soft labels; a bi-encoder "
+                  "with loss=triplet or mnrl", _cmd_train, "TrainConfig"),
         "eval": ("rerank a first-stage run and report ir-measures metrics", _cmd_eval, "EvalConfig"),
         "rank": ("rank the documents of a file for one query", _cmd_rank, "RankConfig"),
         "export": ("export a cross-encoder to ONNX (fp32 or int8) with a parity check", _cmd_export,
                    "ExportConfig"),
         "serve": ("serve a reranker over HTTP (POST /rerank, GET /health)", _cmd_serve, "ServeConfig"),
+        "push": ("push a trained model with a generated model card to the Hugging Face hub", _cmd_push,
+                 "PushConfig"),
+        "compare": ("compare training runs: RUN_DIR... [output=chart.png] prints a table (model, method, "
+                    "params trained, metrics, time)", _cmd_compare, "CompareConfig"),
     }
 
 

@@ -20,7 +20,9 @@ from distilrank.errors import ConfigError
 
 DEFAULT_MODEL = "packaged:all-MiniLM-L6-v2"  # resolved by distilrank.models.resolve_model_path
 
-LOSSES = ("bce", "pairwise", "listwise", "margin_mse", "logit_mse", "kl")
+LOSSES = ("bce", "pairwise", "listwise", "margin_mse", "logit_mse", "kl", "triplet", "mnrl")
+# losses that train a bi-encoder (query and passage embedded apart) instead of a cross-encoder
+EMBEDDING_LOSSES = ("triplet", "mnrl")
 # losses that learn from a teacher's soft labels (scores or [false, true] logits), not from binary relevance
 SOFT_LOSSES = ("margin_mse", "logit_mse", "kl")
 STUDENT_ARCHITECTURES = ("same", "distilbert")
@@ -41,10 +43,41 @@ def _check_positive(cfg: Any, *names: str) -> None:
         _check(value > 0, f"{name} must be > 0, got {value!r}")
 
 
+def _check_passages(cfg: Any) -> None:
+    """long_documents / passage_stride / max_passages (see distilrank.data.passages)."""
+    _check(cfg.long_documents in ("", "firstp", "maxp"),
+           f"long_documents must be firstp, maxp or empty (the model's own), got {cfg.long_documents!r}")
+    _check(0 <= cfg.passage_stride <= 1024, f"passage_stride must be in [0, 1024] (0: the model's own), "
+           f"got {cfg.passage_stride}")
+    _check(cfg.max_passages >= -1, f"max_passages must be >= 0, or -1 for the model's own, got {cfg.max_passages}")
+
+
 def _check_fraction(cfg: Any, *names: str) -> None:
     for name in names:
         value = getattr(cfg, name)
         _check(0.0 <= value <= 1.0, f"{name} must be in [0, 1], got {value!r}")
+
+
+TASKS = ("rerank", "nli", "qa")
+PROMPT_METHODS = ("prompt_tuning", "p_tuning")
+
+
+def _check_task(cfg: Any) -> None:
+    """TrainConfig keys of the nli and qa tasks and of soft prompts."""
+    _check(cfg.task in TASKS, f"task must be one of {TASKS}, got {cfg.task!r}")
+    _check(cfg.prompt_method in PROMPT_METHODS, f"prompt_method must be one of {PROMPT_METHODS}, got {cfg.prompt_method!r}")
+    _check(0 <= cfg.prompt_tokens <= 256, f"prompt_tokens must be in [0, 256], got {cfg.prompt_tokens}")
+    head = cfg.task in ("nli", "qa")
+    _check(head or not (cfg.prompt_tokens or cfg.freeze_backbone or cfg.teacher),
+           "prompt_tokens, freeze_backbone and teacher apply to task=nli or task=qa")
+    _check(not cfg.teacher or cfg.task == "qa", "teacher (start/end logit distillation) applies to task=qa")
+    _check(cfg.doc_stride >= 0 and cfg.n_best >= 1 and cfg.max_answer_length >= 1 and cfg.eval_max_examples >= 0,
+           "doc_stride and eval_max_examples must be >= 0, n_best and max_answer_length >= 1")
+    _check(cfg.doc_stride < cfg.max_length // 2, f"doc_stride {cfg.doc_stride} must be below max_length / 2")
+    _check(cfg.prompt_tokens < cfg.max_length, "prompt_tokens must be below max_length")
+    _check(len(set(cfg.labels)) == len(cfg.labels) and (not cfg.labels or len(cfg.labels) >= 2),
+           f"labels must be at least two distinct names, got {list(cfg.labels)}")
+    _check_fraction(cfg, "alpha_kd")
 
 
 @dataclass(frozen=True)
@@ -71,6 +104,10 @@ class TrainConfig:
     num_layers: int = 0  # 0: keep all encoder layers; k: keep the first k (smaller student)
     mixed_precision: str = "no"
     num_workers: int = 0  # background processes that tokenize batches (2-4 keep a GPU busy; 0: main process)
+    # documents longer than max_length: "firstp" (truncate), "maxp" (best of overlapping passages), "": the model's own
+    long_documents: str = ""
+    passage_stride: int = 0  # document tokens shared by neighbouring passages (0: the model's own, default 64)
+    max_passages: int = -1  # passages scored per document with maxp (0: all; -1: the model's own, default 16)
     seed: int = 42
     save_steps: int = 0  # 0: save only at the end
     save_total_limit: int = 2
@@ -81,9 +118,26 @@ class TrainConfig:
     eval_max_queries: int = 100
     log_steps: int = 10
     resume: bool = False
+    # task heads (issue 6): pair classification (NLI) and extractive QA, optionally with soft prompts
+    task: str = "rerank"  # "rerank", "nli" (premise/hypothesis classification) or "qa" (SQuAD-style spans)
+    labels: tuple[str, ...] = ()  # nli: the label names in class order; empty: inferred from the data
+    prompt_tokens: int = 0  # nli/qa: > 0 prepends this many trainable soft-prompt (virtual) tokens
+    prompt_method: str = "prompt_tuning"  # "prompt_tuning" (PEFT PromptEmbedding) or "p_tuning" (PromptEncoder MLP)
+    freeze_backbone: bool = False  # nli/qa: train only the task head (and the soft prompt, if any)
+    doc_stride: int = 0  # qa: tokens shared by neighbouring windows of a long context; 0: max_length // 4
+    max_answer_length: int = 30  # qa: longest answer, in tokens
+    n_best: int = 20  # qa: start and end candidates per window in answer post-processing
+    teacher: str = ""  # qa: a QA model whose start/end logits are distilled (KL at `temperature`)
+    alpha_kd: float = 0.5  # qa with a teacher: weight of the KL term; 1 - alpha_kd weighs the gold-span loss
+    eval_max_examples: int = 0  # nli/qa: evaluate on the first N examples of eval_data (0: all)
+    # bi-encoders (loss=triplet or mnrl): `margin` is the triplet margin over `distance`
+    distance: str = "cosine"  # triplet: "cosine" (1 - cos) or "euclidean"
+    scale: float = 20.0  # mnrl: multiplies cosine similarities before the softmax over in-batch passages
+    pooling: str = "mean"  # bi-encoder pooling: "mean" or "cls"
 
     def __post_init__(self) -> None:
         _check(bool(self.train_file), "train_file is required: a jsonl/tsv training file or hub name")
+        _check_task(self)
         _check(self.loss in LOSSES, f"loss must be one of {LOSSES}, got {self.loss!r}")
         _check(self.mixed_precision in MIXED_PRECISION,
                f"mixed_precision must be one of {MIXED_PRECISION}, got {self.mixed_precision!r}")
@@ -101,9 +155,13 @@ class TrainConfig:
         for name in ("save_steps", "eval_steps", "num_layers", "weight_decay", "max_grad_norm", "warmup_steps"):
             _check(getattr(self, name) >= 0, f"{name} must be >= 0")
         _check(0 <= self.num_workers <= 32, f"num_workers must be in [0, 32], got {self.num_workers}")
+        _check_passages(self)
         _check(self.save_total_limit >= 1, "save_total_limit must be >= 1")
         _check(self.eval_steps == 0 or bool(self.eval_data), "eval_steps > 0 needs eval_data")
         _check(0.05 <= self.temperature <= 100, f"temperature must be in [0.05, 100], got {self.temperature}")
+        _check(self.distance in ("cosine", "euclidean"), f"distance must be cosine or euclidean, got {self.distance!r}")
+        _check(self.pooling in ("mean", "cls"), f"pooling must be mean or cls, got {self.pooling!r}")
+        _check(0 < self.scale <= 1000, f"scale must be in (0, 1000], got {self.scale}")
 
 
 @dataclass(frozen=True)
@@ -245,8 +303,13 @@ class ServeConfig:
     max_query_chars: int = 2_000
     max_body_bytes: int = 5_000_000  # request body; more -> 413
     batch_wait_ms: float = 2.0  # how long a request waits for others to share its scoring batch
+    # documents longer than max_length: "firstp" (truncate), "maxp" (best of overlapping passages), "": the model's own
+    long_documents: str = ""
+    passage_stride: int = 0  # document tokens shared by neighbouring passages (0: the model's own, default 64)
+    max_passages: int = -1  # passages scored per document with maxp (0: all; -1: the model's own, default 16)
 
     def __post_init__(self) -> None:
+        _check_passages(self)
         _check(bool(self.model), "model is required: a saved reranker folder")
         _check(self.backend in ("auto", "torch", "onnx"), f"backend must be auto, torch or onnx, got {self.backend!r}")
         _check(0 < self.port < 65536, f"port must be in [1, 65535], got {self.port}")
@@ -270,9 +333,17 @@ class EvalConfig:
     fusion_weight: float = 0.0  # weight of the z-normalised first-stage score in the final score
     relevance_level: int = 1  # minimum grade counted relevant by MRR/MAP/Recall (TREC DL uses 2)
     output_dir: str = ""  # empty: print only
+    # suites (data = comma-separated specs, or a NanoBEIR name): add relevant documents the first stage
+    # missed to the reranked candidates (off: the honest setting; the report says which was used)
+    inject_relevant: bool = False
+    # documents longer than max_length: "firstp" (truncate), "maxp" (best of overlapping passages), "": the model's own
+    long_documents: str = ""
+    passage_stride: int = 0  # document tokens shared by neighbouring passages (0: the model's own, default 64)
+    max_passages: int = -1  # passages scored per document with maxp (0: all; -1: the model's own, default 16)
 
     def __post_init__(self) -> None:
         _check(bool(self.data), "data is required: a BEIR folder, TREC folder, 'demo' or hub name")
+        _check_passages(self)
         _check_positive(self, "top_k", "batch_size")
         _check(self.max_length >= 0, "max_length must be >= 0 (0: the model's own)")
         _check(self.max_queries >= 0, "max_queries must be >= 0")
@@ -282,21 +353,56 @@ class EvalConfig:
 
 @dataclass(frozen=True)
 class MineConfig:
-    """``distilrank mine``: BM25 hard negatives for each training query, as groups jsonl."""
+    """``distilrank mine``: hard negatives (BM25, dense or static retriever) per training query, as groups jsonl."""
 
     data: str = "demo"
     split: str = "train"
     output: str = "negatives.jsonl"
-    num_negatives: int = 7
+    num_negatives: int = 6
     rank_min: int = 1  # ranks are 1-based and inclusive
     rank_max: int = 30
     sampling: str = "random"  # "random" within [rank_min, rank_max], or "top"
     seed: int = 42
+    retriever: str = "bm25"  # "bm25", "dense" (bi-encoder + FAISS) or "static" (model2vec + FAISS)
+    model: str = ""  # dense/static encoder; empty: the packaged MiniLM (static: distilled from it)
+    index: str = "flat"  # FAISS index: "flat" (exact inner product), "ivf" or "hnsw" (approximate)
+    index_path: str = ""  # folder of a saved FAISS index: loaded if present (checked against model), else saved
+    nlist: int = 0  # ivf: clusters (0: 4*sqrt(documents))
+    nprobe: int = 16  # ivf: clusters searched per query
+    batch_size: int = 64  # texts encoded at once
+    absolute_margin: float | None = None  # keep a negative only if score <= positive score - margin
+    relative_margin: float | None = None  # keep a negative only if score <= positive score * (1 - margin)
+    rescore_model: str = ""  # a cross-encoder that rescores candidates (margins then apply to its scores)
+    max_queries: int = 0  # 0: every judged query
 
     def __post_init__(self) -> None:
-        _check_positive(self, "num_negatives", "rank_min")
+        _check_positive(self, "num_negatives", "rank_min", "batch_size", "nprobe")
         _check(self.rank_max >= self.rank_min, "rank_max must be >= rank_min")
         _check(self.sampling in ("random", "top"), f"sampling must be 'random' or 'top', got {self.sampling!r}")
+        _check(self.retriever in ("bm25", "dense", "static"),
+               f"retriever must be bm25, dense or static, got {self.retriever!r}")
+        _check(self.index in ("flat", "ivf", "hnsw"), f"index must be flat, ivf or hnsw, got {self.index!r}")
+        _check(self.nlist >= 0 and self.max_queries >= 0, "nlist and max_queries must be >= 0")
+        _check(self.relative_margin is None or 0.0 <= self.relative_margin < 1.0,
+               f"relative_margin must be in [0, 1), got {self.relative_margin}")
+        _check(self.retriever != "bm25" or not (self.model or self.index_path),
+               "model and index_path apply to retriever=dense or static, not bm25")
+
+
+@dataclass(frozen=True)
+class PushConfig:
+    """``distilrank push``: a saved model + a generated model card (config, metrics, intended use) to the hub."""
+
+    model: str = ""  # a saved model folder (its run's config.yaml and metrics.json, one level up, go in the card)
+    repo_id: str = ""  # user/name on the Hugging Face hub
+    private: bool = False
+    metrics: str = ""  # a metrics.json for the card's table; empty: <model>/../metrics.json when present
+    token_env: str = "HF_TOKEN"  # environment variable holding the token (else the saved login is used)
+
+    def __post_init__(self) -> None:
+        _check(bool(self.model), "model is required: a saved model folder")
+        _check(self.repo_id.count("/") == 1 and all(self.repo_id.split("/")),
+               f"repo_id must look like user/name, got {self.repo_id!r}")
 
 
 @dataclass(frozen=True)
@@ -309,9 +415,14 @@ class RankConfig:
     top_k: int = 10
     batch_size: int = 32
     max_length: int = 0  # 0: the length the model was trained with
+    # documents longer than max_length: "firstp" (truncate), "maxp" (best of overlapping passages), "": the model's own
+    long_documents: str = ""
+    passage_stride: int = 0  # document tokens shared by neighbouring passages (0: the model's own, default 64)
+    max_passages: int = -1  # passages scored per document with maxp (0: all; -1: the model's own, default 16)
 
     def __post_init__(self) -> None:
         _check(bool(self.model), "model is required (a saved reranker folder)")
+        _check_passages(self)
         _check(bool(self.query.strip()), "query is required and must not be empty")
         _check(bool(self.documents), "documents is required: a text file with one document per line")
         _check_positive(self, "top_k", "batch_size")
@@ -349,6 +460,18 @@ class DemoConfig:
         _check(self.distill_steps >= 0 and self.head_fit_steps >= 0, "distill_steps and head_fit_steps must be >= 0")
         _check(self.loss in LOSSES, f"loss must be one of {LOSSES}, got {self.loss!r}")
         _check_fraction(self, "fusion_weight", "warmup_ratio")
+
+
+@dataclass(frozen=True)
+class CompareConfig:
+    """``distilrank compare RUN_DIR...``: a table (and optional PNG chart) of finished training runs."""
+
+    runs: tuple[str, ...] = ()  # run directories (what `distilrank train` wrote to output_dir)
+    output: str = ""  # a PNG file for the bar chart (empty: print the table only)
+
+    def __post_init__(self) -> None:
+        _check(bool(self.runs), "give at least one run directory: distilrank compare runs/a runs/b")
+        _check(not self.output or self.output.lower().endswith(".png"), f"output must be a .png file, got {self.output!r}")
 
 
 # ---------------------------------------------------------------- loading

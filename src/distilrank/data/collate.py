@@ -102,7 +102,11 @@ class EncodedPairs:
     @classmethod
     def from_tokenizer(cls, tokenizer, queries: Sequence[str], docs: Sequence[str], max_length: int) -> EncodedPairs:
         """Encode all pairs in one batched call (truncation ``longest_first``, no padding)."""
-        enc = tokenizer(list(queries), list(docs), truncation=True, max_length=max_length)
+        return cls.from_encoding(tokenizer, tokenizer(list(queries), list(docs), truncation=True, max_length=max_length))
+
+    @classmethod
+    def from_encoding(cls, tokenizer, enc) -> EncodedPairs:
+        """From a tokenizer's unpadded output (field -> list of token lists)."""
         lengths = np.fromiter((len(x) for x in enc["input_ids"]), dtype=np.int64, count=len(enc["input_ids"]))
         offsets = np.zeros(len(lengths), dtype=np.int64)
         np.cumsum(lengths[:-1], out=offsets[1:])

@@ -49,20 +49,32 @@ def first_stage_run(dataset: RetrievalDataset, given: Run | None, top_k: int, ma
 
 
 def run_eval(cfg: EvalConfig) -> dict[str, Any]:
+    from distilrank.evaluation.suite import is_suite, run_suite
+
+    if is_suite(cfg.data) or cfg.inject_relevant:  # several datasets (comma-separated) or NanoBEIR: one table (evaluation/suite.py)
+        return run_suite(cfg)
     dataset, given = resolve_dataset(cfg.data, cfg.split)
     run_file = "" if cfg.first_stage == "bm25" else cfg.first_stage
     run = first_stage_run(dataset, given if not run_file else None, cfg.top_k, cfg.max_queries, run_file)
-    scorer = None
+    scorer, long_docs = None, None
     if cfg.model:
         from distilrank.inference.reranker import Reranker
 
-        reranker = Reranker.load(cfg.model, batch_size=cfg.batch_size, max_length=cfg.max_length or None)
+        reranker = Reranker.load(cfg.model, batch_size=cfg.batch_size, max_length=cfg.max_length or None,
+                                 long_documents=cfg.long_documents, passage_stride=cfg.passage_stride,
+                                 max_passages=cfg.max_passages)
         scorer = lambda pairs: reranker.score(pairs, show_progress=True)  # noqa: E731
+        long_docs = long_document_stats(reranker.model, dataset, run)
     report = evaluate_reranking(dataset, run, scorer, cfg.top_k, fusion_weight=cfg.fusion_weight,
                                 relevance_level=cfg.relevance_level)
     first_name = "bm25" if given is None and not run_file else "first stage"
     print(render_report(report, first_name))
     result = report.as_dict()
+    if long_docs:
+        from distilrank.data.passages import describe_stats
+
+        print(describe_stats(long_docs))
+        result["long_documents"] = long_docs
     if cfg.output_dir:
         out = start_run(cfg.output_dir, cfg)
         write_metrics(out, result)
@@ -71,6 +83,17 @@ def run_eval(cfg: EvalConfig) -> dict[str, Any]:
             systems["reranker"] = report.reranked
         plot_comparison(systems, out / "metrics.png", title=f"{dataset.name}: top-{cfg.top_k} reranked")
     return result
+
+
+def long_document_stats(model: Any, dataset: RetrievalDataset, run: Run) -> dict[str, Any] | None:
+    """How many reranked candidates exceed the model's window, and whether they were truncated or split."""
+    from distilrank.data.passages import passage_stats
+
+    if not hasattr(model, "passages"):
+        return None
+    pairs = [(dataset.queries[q].text, dataset.corpus[d].contents) for q, hits in run.items() for d, _ in hits
+             if d in dataset.corpus]
+    return passage_stats(model.tokenizer, pairs, model.max_length, model.passages)
 
 
 def render_report(report: RerankReport, first_name: str = "first stage") -> str:

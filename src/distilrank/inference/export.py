@@ -109,6 +109,7 @@ def export_onnx(
         if quantize == "int8":
             _quantize_int8(fp32, tmp / ONNX_FILE)
             fp32.unlink()
+        ce.passages.record(ce.model.config)  # the ONNX backend scores long documents as the checkpoint did
         ce.model.config.save_pretrained(tmp)
         ce.tokenizer.model_max_length = ce.max_length
         ce.tokenizer.save_pretrained(tmp)

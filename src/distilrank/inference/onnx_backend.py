@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from distilrank.data.collate import EncodedPairs, length_sorted_batches
+from distilrank.data.passages import PassageSplit, score_in_passages
 from distilrank.errors import ConfigError, MissingExtraError
 
 logger = logging.getLogger(__name__)
@@ -50,15 +50,20 @@ class OnnxCrossEncoder:
 
     device = torch.device("cpu")
 
-    def __init__(self, session: Any, tokenizer, max_length: int) -> None:
+    def __init__(self, session: Any, tokenizer, max_length: int, passages: PassageSplit | None = None) -> None:
         self.session = session
         self.tokenizer = tokenizer
         self.max_length = max_length
+        self.passages = passages or PassageSplit()
         self.input_names = [i.name for i in session.get_inputs()]
 
     @classmethod
-    def from_pretrained(cls, path: str | Path, *, max_length: int | None = None) -> OnnxCrossEncoder:
-        """Load ``path/model.onnx`` and its tokenizer; ``max_length`` None: the length saved at export."""
+    def from_pretrained(cls, path: str | Path, *, max_length: int | None = None,
+                        passages: PassageSplit | None = None) -> OnnxCrossEncoder:
+        """Load ``path/model.onnx`` and its tokenizer; ``max_length`` None: the length saved at export.
+
+        ``passages`` None: the long-document split recorded in the exported ``config.json``.
+        """
         from transformers import AutoConfig, AutoTokenizer
 
         from distilrank.models.cross_encoder import max_positions
@@ -79,7 +84,8 @@ class OnnxCrossEncoder:
         if not 0 < max_length <= limit:
             raise ConfigError(f"max_length {max_length} is outside what the model in {folder} can read "
                               f"(1..{limit} tokens)")
-        return cls(make_session(model_file), tokenizer, max_length)
+        return cls(make_session(model_file), tokenizer, max_length,
+                   passages or PassageSplit.from_model_config(config))
 
     def eval(self) -> OnnxCrossEncoder:
         return self  # no training mode: kept so callers can treat both backends alike
@@ -92,30 +98,14 @@ class OnnxCrossEncoder:
         max_length: int | None = None,
         show_progress: bool = False,
     ) -> list[float]:
-        """Raw logits for (query, document) pairs, in input order.
+        """Raw logits for (query, document) pairs, in input order (MaxP: the best passage's).
 
-        Tokenizes pairs once per chunk of ``SCORE_CHUNK`` and runs batches in exact token-length
-        order, each padded to its own longest row, as :meth:`CrossEncoder.score` does.
+        The same loop as :meth:`CrossEncoder.score` (:func:`~distilrank.data.passages.score_in_passages`):
+        exact token-length batches, each padded to its own longest row.
         """
-        from tqdm.auto import tqdm
+        def run_batch(batch: dict[str, torch.Tensor]) -> np.ndarray:
+            feeds = {name: batch[name].numpy() for name in self.input_names}  # field -> (B, L) int64
+            return self.session.run(None, feeds)[0].reshape(-1)  # (B, 1) -> (B,)
 
-        from distilrank.models.cross_encoder import SCORE_CHUNK
-
-        scores = np.zeros(len(pairs), dtype=np.float64)
-        with tqdm(total=len(pairs), desc="scoring", unit="pair", disable=not show_progress) as bar:
-            for start in range(0, len(pairs), SCORE_CHUNK):
-                chunk = pairs[start : start + SCORE_CHUNK]
-                scores[start : start + len(chunk)] = self._score_chunk(chunk, batch_size, max_length or self.max_length,
-                                                                       bar.update)
-        return scores.tolist()
-
-    def _score_chunk(self, pairs: Sequence[tuple[str, str]], batch_size: int, max_length: int,
-                     progress: Callable[[int], object]) -> np.ndarray:
-        encoded = EncodedPairs.from_tokenizer(self.tokenizer, [q for q, _ in pairs], [d for _, d in pairs], max_length)
-        scores = np.zeros(len(pairs), dtype=np.float64)
-        for rows in length_sorted_batches(encoded.lengths, batch_size):
-            batch = encoded.batch(rows)  # field -> (B, L) int64
-            logits = self.session.run(None, {name: batch[name].numpy() for name in self.input_names})[0]  # (B, 1)
-            scores[rows] = logits.reshape(-1)
-            progress(len(rows))
-        return scores
+        return score_in_passages(self.tokenizer, pairs, run_batch, max_length=max_length or self.max_length,
+                                 split=self.passages, batch_size=batch_size, show_progress=show_progress)

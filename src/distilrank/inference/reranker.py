@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from distilrank.errors import ConfigError
+from distilrank.models.bi_encoder import BiEncoder, is_bi_encoder_checkpoint
 from distilrank.models.cross_encoder import CrossEncoder
 from distilrank.models.seq2seq import Seq2SeqReranker, load_scoring_model
 
@@ -50,12 +51,32 @@ class Reranker:
         max_length: int | None = None,
         dtype: torch.dtype | None = None,
         backend: str = "auto",
+        long_documents: str = "",
+        passage_stride: int = 0,
+        max_passages: int = -1,
     ) -> Reranker:
         """Load a saved reranker folder: any HF sequence-classification or T5-family (monoT5) checkpoint.
 
         ``backend``: "torch" (PyTorch), "onnx" (onnxruntime on ``model.onnx``, CPU only) or "auto"
         (ONNX when the folder holds ``model.onnx``, else PyTorch).
+
+        Documents longer than ``max_length``: ``long_documents`` "firstp" (truncated) or "maxp" (the best
+        of overlapping passages sharing ``passage_stride`` tokens, at most ``max_passages``); left
+        empty / 0 / -1, the split the model was trained with (cross-encoders only).
         """
+        passages = {"mode": long_documents, "stride": passage_stride, "max_passages": max_passages}
+        reranker = cls._load(path, device=device, batch_size=batch_size, max_length=max_length, dtype=dtype,
+                             backend=backend)
+        if long_documents or passage_stride or max_passages >= 0:
+            if not hasattr(reranker.model, "passages"):
+                raise ConfigError(f"long_documents / passage_stride / max_passages apply to cross-encoders; "
+                                  f"{path} is a {type(reranker.model).__name__}, which truncates long documents")
+            reranker.model.passages = reranker.model.passages.override(**passages)
+        return reranker
+
+    @classmethod
+    def _load(cls, path: str | Path, *, device: str | None, batch_size: int, max_length: int | None,
+              dtype: torch.dtype | None, backend: str) -> Reranker:
         p = Path(path)
         if str(path) and not p.exists() and (p.is_absolute() or str(path).startswith(".")):
             raise ConfigError(f"no model folder at {p}")
@@ -70,7 +91,10 @@ class Reranker:
             raise ConfigError(f"{p} holds only an ONNX export (model.onnx, no PyTorch weights); load it with "
                               "backend='onnx' (or 'auto'), or pass the checkpoint folder it was exported from")
         # max_length None: the length the model was trained with (saved as the tokenizer's maximum)
-        model = load_scoring_model(str(path), dtype=dtype, max_length=max_length)
+        if is_bi_encoder_checkpoint(p):  # a bi-encoder scores pairs by the cosine of their embeddings
+            model = BiEncoder.from_pretrained(str(path), dtype=dtype, max_length=max_length)
+        else:
+            model = load_scoring_model(str(path), dtype=dtype, max_length=max_length)
         device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         model.to(device).eval()
         return cls(model, batch_size=batch_size)

@@ -30,8 +30,17 @@ def read_documents(path: str | Path) -> list[str]:
 
 def run_rank(cfg: RankConfig) -> list[RankResult]:
     docs = read_documents(cfg.documents)
-    reranker = Reranker.load(cfg.model, batch_size=cfg.batch_size, max_length=cfg.max_length or None)
+    reranker = Reranker.load(cfg.model, batch_size=cfg.batch_size, max_length=cfg.max_length or None,
+                             long_documents=cfg.long_documents, passage_stride=cfg.passage_stride,
+                             max_passages=cfg.max_passages)
     results = reranker.rank(cfg.query, docs, top_k=cfg.top_k)
+    model = reranker.model
+    if hasattr(model, "passages"):  # say how long documents were read instead of hiding it
+        from distilrank.data.passages import describe_stats, passage_stats
+
+        stats = passage_stats(model.tokenizer, [(cfg.query, d) for d in docs], model.max_length, model.passages)
+        if stats["longer_than_window"]:
+            print(describe_stats(stats))
     for rank, r in enumerate(results, start=1):
         text = r.text if len(r.text) <= 100 else r.text[:97] + "..."
         print(f"{rank:>3}  {r.score:>9.4f}  [{r.index}]  {text}")

@@ -325,7 +325,9 @@ def run_server(cfg: ServeConfig) -> None:
 
     from distilrank.inference.reranker import Reranker
 
-    reranker = Reranker.load(cfg.model, batch_size=cfg.batch_size, backend=cfg.backend)
+    reranker = Reranker.load(cfg.model, batch_size=cfg.batch_size, backend=cfg.backend,
+                             long_documents=cfg.long_documents, passage_stride=cfg.passage_stride,
+                             max_passages=cfg.max_passages)
     app = create_app(reranker, cfg)
     print(f"serving {cfg.model} on http://{cfg.host}:{cfg.port} (POST /rerank, GET /health); Ctrl+C stops")
     uvicorn.run(app, host=cfg.host, port=cfg.port, log_level="info")

@@ -1,6 +1,7 @@
 """Losses: pure tensor functions (scores and targets in, scalar tensor out)."""
 
 from distilrank.losses.distill import hidden_cosine, kd_kl, listwise_kl, logit_mse, mlm_ce
+from distilrank.losses.embedding import multiple_negatives_ranking, triplet_margin
 from distilrank.losses.ranking import (
     listwise_softmax_ce,
     margin_mse,
@@ -16,6 +17,8 @@ __all__ = [
     "logit_mse",
     "margin_mse",
     "mlm_ce",
+    "multiple_negatives_ranking",
     "pairwise_margin",
     "pointwise_bce",
+    "triplet_margin",
 ]

@@ -3,17 +3,23 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from functools import partial
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 from transformers import AutoModelForSequenceClassification, AutoTokenizer, BatchEncoding
 
-from distilrank.data.collate import EncodedPairs, length_sorted_batches
+from distilrank.data.passages import (
+    PassageSplit,
+    encode_passages,
+    max_per_owner_torch,
+    score_in_passages,
+)
 from distilrank.errors import ConfigError
 
 logger = logging.getLogger(__name__)
@@ -21,8 +27,6 @@ logger = logging.getLogger(__name__)
 PACKAGED_NAMES = ("packaged:all-MiniLM-L6-v2", "all-MiniLM-L6-v2", "sentence-transformers/all-MiniLM-L6-v2")
 # Stored in config.json so sentence_transformers.CrossEncoder returns the raw logit, as we do.
 ST_IDENTITY = {"activation_fn": "torch.nn.modules.linear.Identity"}
-# score() tokenizes this many pairs at once: bounds the memory of the token lists
-SCORE_CHUNK = 16384
 
 
 def resolve_model_path(name: str) -> str:
@@ -113,14 +117,17 @@ class CrossEncoder(nn.Module):
     """``AutoModelForSequenceClassification`` with one label, plus its tokenizer.
 
     Saved checkpoints are plain Hugging Face folders that ``transformers`` and
-    ``sentence_transformers.CrossEncoder`` load and score identically (raw logits).
+    ``sentence_transformers.CrossEncoder`` load and score identically (raw logits). Documents
+    longer than ``max_length`` are scored as ``passages`` says (FirstP truncation by default, or
+    MaxP over overlapping windows), the same in training and scoring; the split is saved with the model.
     """
 
-    def __init__(self, model: nn.Module, tokenizer, max_length: int = 256) -> None:
+    def __init__(self, model: nn.Module, tokenizer, max_length: int = 256, passages: PassageSplit | None = None) -> None:
         super().__init__()
         self.model = model
         self.tokenizer = tokenizer
         self.max_length = max_length
+        self.passages = passages or PassageSplit()
 
     @classmethod
     def from_pretrained(
@@ -130,7 +137,9 @@ class CrossEncoder(nn.Module):
         max_length: int | None = None,
         num_layers: int = 0,
         dtype: torch.dtype | None = None,
+        passages: PassageSplit | None = None,
     ) -> CrossEncoder:
+        """``passages`` None: the long-document split the checkpoint was saved with (FirstP if none)."""
         path = resolve_model_path(name_or_path)
         try:
             tokenizer = AutoTokenizer.from_pretrained(path)
@@ -151,14 +160,23 @@ class CrossEncoder(nn.Module):
                               f"use max_length <= {limit}")
         if tokenizer.pad_token is None:
             raise ConfigError(f"the tokenizer of '{name_or_path}' has no padding token")
-        return cls(model, tokenizer, max_length=max_length)
+        return cls(model, tokenizer, max_length=max_length,
+                   passages=passages or PassageSplit.from_model_config(model.config))
 
     @property
     def device(self) -> torch.device:
         return next(self.model.parameters()).device
 
     def tokenize(self, queries: Sequence[str], docs: Sequence[str], max_length: int | None = None) -> BatchEncoding:
-        """Pairs -> padded tensors; truncation as in sentence-transformers (longest first)."""
+        """Pairs -> padded tensors; truncation as in sentence-transformers (longest first).
+
+        With MaxP, one row per passage plus ``passage_owner`` (the pair of each row): :meth:`forward`
+        then returns one score per pair, the best passage's.
+        """
+        if self.passages.mode == "maxp":
+            encoded, owner = encode_passages(self.tokenizer, queries, docs, max_length or self.max_length, self.passages)
+            features = encoded.batch(np.arange(len(owner)))
+            return BatchEncoding({**features, "passage_owner": torch.from_numpy(owner)})
         return self.tokenizer(
             list(queries),
             list(docs),
@@ -169,7 +187,11 @@ class CrossEncoder(nn.Module):
         )
 
     def forward(self, **features: Tensor) -> Tensor:
-        return self.model(**features).logits.view(-1)  # (B,)
+        owner = features.pop("passage_owner", None)  # (W,) with MaxP: the pair of each passage row
+        logits = self.model(**features).logits.view(-1)  # (B,) or (W,)
+        if owner is None:
+            return logits
+        return max_per_owner_torch(logits, owner, int(owner[-1]) + 1)  # (B,): each pair's best passage
 
     @torch.inference_mode()
     def score(
@@ -180,44 +202,33 @@ class CrossEncoder(nn.Module):
         max_length: int | None = None,
         show_progress: bool = False,
     ) -> list[float]:
-        """Raw logits for (query, document) pairs, in input order.
+        """Raw logits for (query, document) pairs, in input order (MaxP: the best passage's).
 
-        Pairs are tokenized once per chunk of ``SCORE_CHUNK`` in one batched call and batched in
-        exact token-length order, each batch padded to its own longest row (almost no padding;
-        see :func:`~distilrank.data.collate.length_sorted_batches`). The last layer computes only
-        the first token, the one the classification head reads (see :func:`first_token_last_layer`).
+        Pairs are tokenized once per chunk in one batched call and batched in exact token-length
+        order, each batch padded to its own longest row (almost no padding; see
+        :func:`~distilrank.data.passages.score_in_passages`). The last layer computes only the
+        first token, the one the classification head reads (see :func:`first_token_last_layer`).
         """
-        from tqdm.auto import tqdm
-
-        was_training = self.model.training
+        was_training, device = self.model.training, self.device
         self.model.eval()
-        scores = [0.0] * len(pairs)
+
+        def run_batch(batch: dict[str, Tensor]) -> np.ndarray:
+            features = {k: v.to(device) for k, v in batch.items()}
+            return self.model(**features).logits.view(-1).float().cpu().numpy()  # (B,)
+
         try:
-            with first_token_last_layer(self.model), \
-                    tqdm(total=len(pairs), desc="scoring", unit="pair", disable=not show_progress) as bar:
-                for start in range(0, len(pairs), SCORE_CHUNK):
-                    chunk = pairs[start : start + SCORE_CHUNK]
-                    for i, s in self._score_chunk(chunk, batch_size, max_length or self.max_length, bar.update):
-                        scores[start + i] = s
+            with first_token_last_layer(self.model):
+                return score_in_passages(self.tokenizer, pairs, run_batch, max_length=max_length or self.max_length,
+                                         split=self.passages, batch_size=batch_size, show_progress=show_progress)
         finally:
             self.model.train(was_training)
-        return scores
-
-    def _score_chunk(
-        self, pairs: Sequence[tuple[str, str]], batch_size: int, max_length: int, progress: Callable[[int], object]
-    ) -> Iterator[tuple[int, float]]:
-        encoded = EncodedPairs.from_tokenizer(self.tokenizer, [q for q, _ in pairs], [d for _, d in pairs], max_length)
-        device = self.device
-        for rows in length_sorted_batches(encoded.lengths, batch_size):
-            features = {k: v.to(device) for k, v in encoded.batch(rows).items()}
-            yield from zip(rows.tolist(), self(**features).float().cpu().tolist())
-            progress(len(rows))
 
     def save_pretrained(self, path: str | Path) -> None:
         """Write a standard HF folder (weights, config, tokenizer) with our max_length recorded."""
         path = Path(path)
         config = self.model.config
         config.sentence_transformers = {**getattr(config, "sentence_transformers", {}), **ST_IDENTITY}
+        self.passages.record(config)
         self.model.save_pretrained(path)
         self.tokenizer.model_max_length = self.max_length
         self.tokenizer.save_pretrained(path)

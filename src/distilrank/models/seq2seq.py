@@ -21,9 +21,9 @@ from torch import Tensor, nn
 from transformers import AutoConfig, AutoModelForSeq2SeqLM, AutoTokenizer, BatchEncoding
 
 from distilrank.data.collate import EncodedPairs, length_sorted_batches
+from distilrank.data.passages import SCORE_CHUNK
 from distilrank.errors import ConfigError
 from distilrank.models.cross_encoder import (
-    SCORE_CHUNK,
     CrossEncoder,
     max_positions,
     resolve_model_path,

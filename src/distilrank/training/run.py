@@ -59,6 +59,31 @@ def load_student(cfg: TrainConfig) -> Student:
     return CrossEncoder.from_pretrained(cfg.model, max_length=cfg.max_length, num_layers=cfg.num_layers)
 
 
+def apply_passage_split(cfg: TrainConfig, model: Student, examples: Sequence[Any]) -> dict[str, Any] | None:
+    """Set the long-document split the model trains (and is saved) with; count the documents it affects."""
+    from distilrank.data.passages import describe_stats, passage_stats
+
+    if not isinstance(model, CrossEncoder):
+        if cfg.long_documents == "maxp":
+            raise ConfigError("long_documents=maxp trains cross-encoders; a seq2seq reranker truncates long "
+                              "documents (set long_documents=firstp or leave it empty)")
+        return None
+    model.passages = model.passages.override(cfg.long_documents, cfg.passage_stride, cfg.max_passages)
+    pairs = [(e.query, d) for e in examples for d in _documents(e)]
+    stats = passage_stats(model.tokenizer, pairs, model.max_length, model.passages)
+    if stats["longer_than_window"]:
+        print(describe_stats(stats).replace("candidates", "training pairs"))
+    return stats
+
+
+def _documents(example: Any) -> tuple[str, ...]:
+    if isinstance(example, SoftGroup):
+        return example.documents
+    if isinstance(example, Group):
+        return (example.positive, *example.negatives)
+    return (example.passage,) if hasattr(example, "passage") else ()
+
+
 def _make_task(cfg: TrainConfig, model: Student, examples: Sequence[Any]) -> RerankTask | SoftLabelTask:
     """Soft labels train with SoftLabelTask, binary labels (groups, triplets, pairs) with RerankTask."""
     task: RerankTask | SoftLabelTask
@@ -94,6 +119,15 @@ def run_training(
 
     ``examples`` (records already loaded, e.g. by the Python API) replace reading ``cfg.train_file``.
     """
+    if cfg.task in ("nli", "qa"):  # task heads read their own data (training/nli.py, training/qa.py)
+        from distilrank.training.nli import run_nli
+        from distilrank.training.qa import run_qa
+
+        return (run_nli if cfg.task == "nli" else run_qa)(cfg, on_step=on_step)
+    if cfg.loss in ("triplet", "mnrl"):  # a bi-encoder (training/embedding.py)
+        from distilrank.training.embedding import run_bi_encoder_training
+
+        return run_bi_encoder_training(cfg, on_step=on_step, examples=examples)
     out = Path(cfg.output_dir)
     if out.exists() and (out / "model").exists() and not cfg.resume:
         raise ConfigError(f"{out} already holds a trained model; choose another output_dir or pass resume=true")
@@ -101,6 +135,7 @@ def run_training(
     examples = list(examples) if examples is not None else read_examples(cfg.train_file)
     set_seed(cfg.seed)  # before the model: a fresh classification head is initialised at random
     model = load_student(cfg)
+    long_docs = apply_passage_split(cfg, model, examples)
     task = _make_task(cfg, model, examples)
     if isinstance(task, SoftLabelTask):
         examples = task.prepare(examples, cfg.seed)
@@ -117,6 +152,8 @@ def run_training(
         "train": {"steps": result.steps, "examples": result.examples_seen, "seconds": round(result.seconds, 2),
                   "final_loss": result.final_loss, "processes": accelerator.num_processes},
     }
+    if long_docs:
+        metrics["long_documents"] = long_docs
     if accelerator.is_main_process:
         with atomic_dir(out / "model") as tmp:  # a kill mid-save leaves no half-written model
             accelerator.unwrap_model(model).save_pretrained(tmp)

@@ -1,0 +1,71 @@
+"""Bi-encoder losses as pure functions of embeddings. The model never enters a loss.
+
+Shapes: ``B`` = queries in the batch, ``N`` = negatives per query, ``D`` = embedding size.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+DISTANCES = ("cosine", "euclidean")
+
+
+def embedding_distance(a: Tensor, b: Tensor, distance: str = "cosine") -> Tensor:
+    """Distance between ``a`` ``(..., D)`` and ``b`` ``(..., D)`` (broadcast): ``1 - cos`` or ``||a - b||_2``."""
+    if distance == "cosine":
+        return 1.0 - F.cosine_similarity(a, b, dim=-1)
+    if distance == "euclidean":
+        return (a - b).pow(2).sum(-1).clamp(min=1e-12).sqrt()
+    raise ValueError(f"distance must be one of {DISTANCES}, got {distance!r}")
+
+
+def triplet_margin(anchor: Tensor, positive: Tensor, negatives: Tensor, margin: float = 0.5,
+                   distance: str = "cosine") -> Tensor:
+    """Triplet loss: ``mean(max(0, d(a, p) - d(a, n) + margin))`` over every (anchor, negative).
+
+    Args:
+        anchor: ``(B, D)`` query embeddings.
+        positive: ``(B, D)`` embeddings of each query's relevant passage.
+        negatives: ``(B, D)`` or ``(B, N, D)`` embeddings of non-relevant passages.
+        margin: how much closer the positive must be than each negative.
+        distance: ``"cosine"`` (``1 - cos``) or ``"euclidean"``.
+
+    Reference: Schroff et al., 2015 (FaceNet); the query/passage triplet recipe of
+    sentence-transformers' ``TripletLoss`` (euclidean, margin 5) applied to reranking.
+
+    Example:
+        >>> a, p, n = torch.tensor([[1.0, 0.0]]), torch.tensor([[1.0, 0.0]]), torch.tensor([[0.0, 1.0]])
+        >>> triplet_margin(a, p, n, margin=1.5)  # d(a,p)=0, d(a,n)=1 (cosine): max(0, 0 - 1 + 1.5)
+        tensor(0.5000)
+    """
+    if negatives.dim() == 2:
+        negatives = negatives.unsqueeze(1)  # (B, 1, D)
+    d_pos = embedding_distance(anchor, positive, distance).unsqueeze(1)  # (B, 1)
+    d_neg = embedding_distance(anchor.unsqueeze(1), negatives, distance)  # (B, N)
+    return F.relu(d_pos - d_neg + margin).mean()
+
+
+def multiple_negatives_ranking(queries: Tensor, positives: Tensor, negatives: Tensor | None = None,
+                               scale: float = 20.0) -> Tensor:
+    """In-batch negatives: each query must pick its own positive among every passage of the batch.
+
+    Args:
+        queries: ``(B, D)`` query embeddings.
+        positives: ``(B, D)``; row ``i`` is relevant to query ``i`` and a negative for the others.
+        negatives: optional ``(B, N, D)`` hard negatives, also shared by all queries of the batch.
+        scale: multiplies the cosine similarities (an inverse temperature).
+
+    Returns the cross-entropy of ``softmax(scale * cos(q_i, [P; N]))`` at ``p_i``.
+    Reference: Henderson et al., 2017; sentence-transformers' ``MultipleNegativesRankingLoss``.
+
+    Example:
+        >>> q = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+        >>> multiple_negatives_ranking(q, q, scale=1.0)  # -log(e / (e + 1))
+        tensor(0.3133)
+    """
+    docs = positives if negatives is None else torch.cat([positives, negatives.reshape(-1, positives.shape[-1])])
+    sims = F.normalize(queries, dim=-1) @ F.normalize(docs, dim=-1).T  # (B, B + B*N)
+    labels = torch.arange(len(queries), device=queries.device)
+    return F.cross_entropy(scale * sims, labels)

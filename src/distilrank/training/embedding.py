@@ -1,0 +1,125 @@
+"""Bi-encoder training (``loss=triplet`` or ``loss=mnrl``) through the one training loop.
+
+Queries and passages are embedded separately by the same encoder; the triplet loss pulls a
+query towards its positive and pushes it from its negatives by a margin over cosine or
+Euclidean distance (the DistilBERT reranking recipe); multiple-negatives ranking uses every
+other passage of the batch as a negative too. The result is a plain HF folder that
+:class:`~distilrank.inference.reranker.Reranker` scores by cosine and ``distilrank mine
+retriever=dense`` uses as a first stage.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from accelerate.utils import set_seed
+from torch import Tensor
+
+from distilrank.config import TrainConfig
+from distilrank.data.records import Group
+from distilrank.errors import ConfigError
+from distilrank.io import atomic_dir
+from distilrank.losses.embedding import multiple_negatives_ranking, triplet_margin
+from distilrank.models.bi_encoder import BiEncoder
+from distilrank.reports import plot_comparison, plot_loss, read_log, start_run, write_metrics
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class EmbeddingTask:
+    """Groups (query, positive, negatives) -> query ``(B, D)`` and passage ``(B, G, D)`` embeddings -> loss."""
+
+    model: BiEncoder
+    loss_name: str
+    group_size: int = 8
+    max_length: int = 128
+    margin: float = 1.0
+    distance: str = "cosine"
+    scale: float = 20.0
+
+    def check(self, examples: Sequence[Any]) -> None:
+        if not examples:
+            raise ConfigError("the training file holds no examples")
+        if not all(isinstance(e, Group) for e in examples):
+            raise ConfigError(f"loss={self.loss_name} trains a bi-encoder on triplets or groups {{query, positive, "
+                              f"negatives}}; this file holds {type(examples[0]).__name__} records")
+
+    def lengths(self, examples: Sequence[Group]) -> list[int]:
+        """Padded width each group brings to a batch: its longest text in tokens."""
+        out = []
+        for g in examples:
+            texts = [g.query, *g.documents[: self.group_size]]
+            ids = self.model.tokenizer(texts, truncation=True, max_length=self.max_length)["input_ids"]
+            out.append(max(len(x) for x in ids))
+        return out
+
+    def collate(self, examples: Sequence[Group]) -> dict[str, Any]:
+        size = min(min(self.group_size, len(g.documents)) for g in examples)
+        docs = [d for g in examples for d in g.documents[:size]]
+        return {"queries": self.model.tokenize([g.query for g in examples], self.max_length),
+                "docs": self.model.tokenize(docs, self.max_length), "group_size": size}
+
+    def loss(self, model: Any, batch: dict[str, Any]) -> Tensor:
+        q = model(**batch["queries"])  # (B, D)
+        d = model(**batch["docs"]).view(len(q), batch["group_size"], -1)  # (B, G, D): positive first
+        if self.loss_name == "triplet":
+            return triplet_margin(q, d[:, 0], d[:, 1:], self.margin, self.distance)
+        return multiple_negatives_ranking(q, d[:, 0], d[:, 1:] if d.shape[1] > 1 else None, self.scale)
+
+
+def load_bi_encoder(cfg: TrainConfig) -> BiEncoder:
+    from distilrank.models.cross_encoder import keep_first_layers
+
+    model = BiEncoder.from_pretrained(cfg.model, pooling=cfg.pooling, max_length=cfg.max_length)
+    if cfg.num_layers:
+        keep_first_layers(model.model, cfg.num_layers)
+    return model
+
+
+def run_bi_encoder_training(cfg: TrainConfig, on_step: Callable[[int], None] | None = None,
+                            examples: Sequence[Any] | None = None) -> dict[str, Any]:
+    """Train a bi-encoder as ``cfg`` says (``loss`` triplet or mnrl); the model goes to ``output_dir/model``."""
+    from distilrank.training.loop import make_accelerator, train_loop
+    from distilrank.training.run import RerankEvaluator, read_examples
+    from distilrank.training.tasks import shuffle_negatives
+
+    out = Path(cfg.output_dir)
+    if (out / "model").exists() and not cfg.resume:
+        raise ConfigError(f"{out} already holds a trained model; choose another output_dir or pass resume=true")
+    accelerator = make_accelerator(cfg)
+    examples = list(examples) if examples is not None else read_examples(cfg.train_file)
+    set_seed(cfg.seed)
+    model = load_bi_encoder(cfg)
+    task = EmbeddingTask(model, cfg.loss, cfg.group_size, cfg.max_length, cfg.margin, cfg.distance, cfg.scale)
+    try:
+        task.check(examples)
+    except ConfigError as exc:
+        raise ConfigError(f"{cfg.train_file}: {exc}") from None
+    examples = shuffle_negatives(examples, cfg.seed)
+    evaluate = RerankEvaluator(cfg.eval_data, cfg.eval_split, cfg.eval_top_k, cfg.eval_max_queries) \
+        if cfg.eval_data else None
+    if accelerator.is_main_process:
+        start_run(out, cfg)
+    accelerator.wait_for_everyone()
+    result = train_loop(cfg, model, task, examples, accelerator, evaluate=evaluate, on_step=on_step)
+    metrics: dict[str, Any] = {
+        "train": {"steps": result.steps, "examples": result.examples_seen, "seconds": round(result.seconds, 2),
+                  "final_loss": result.final_loss, "processes": accelerator.num_processes, "model": "bi-encoder"},
+    }
+    if accelerator.is_main_process:
+        with atomic_dir(out / "model") as tmp:
+            accelerator.unwrap_model(model).save_pretrained(tmp)
+        evals = [r["eval"] for r in read_log(out / "metrics.jsonl") if "eval" in r]
+        if evaluate is not None and evals:
+            metrics["first_stage"], metrics["reranker"] = evaluate.first_stage(), evals[-1]
+            plot_comparison({"first stage": metrics["first_stage"], "bi-encoder": metrics["reranker"]},
+                            out / "metrics.png", title=f"{cfg.eval_data} ({cfg.eval_split})")
+        plot_loss(out / "metrics.jsonl", out / "loss.png")
+        write_metrics(out, metrics)
+    accelerator.wait_for_everyone()
+    return metrics

