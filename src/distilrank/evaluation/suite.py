@@ -170,7 +170,9 @@ def run_suite(cfg: EvalConfig) -> dict[str, Any]:
     if cfg.model:
         from distilrank.inference.reranker import Reranker
 
-        reranker = Reranker.load(cfg.model, batch_size=cfg.batch_size, max_length=cfg.max_length or None)
+        reranker = Reranker.load(cfg.model, batch_size=cfg.batch_size, max_length=cfg.max_length or None,
+                                 long_documents=cfg.long_documents, passage_stride=cfg.passage_stride,
+                                 max_passages=cfg.max_passages)
         scorer = lambda pairs: reranker.score(pairs, show_progress=True)  # noqa: E731
     rows = [evaluate_one(spec, cfg, scorer) for spec in expand_specs(cfg.data)]
     mean = {"first_stage": mean_row(rows, "first_stage")}
