@@ -262,7 +262,10 @@ def main(argv: list[str] | None = None) -> None:
             if not (args.data / TREC).is_dir():
                 sys.exit(f"benchmark data not found: {args.data / TREC} (pass --data)")
             kinds = [k.strip() for k in args.negatives.split(",") if k.strip()]
-            results["negatives"] = {k: train_and_eval(k, args, work) for k in kinds}
+            results["negatives"] = {}
+            for k in kinds:  # saved after each kind: a long run cut short keeps what it finished
+                results["negatives"][k] = train_and_eval(k, args, work)
+                save_results(results, args.out, t0)
     save_results(results, args.out, t0)
     print(json.dumps({k: v for k, v in results.items() if k in ("throughput", "scale", "negatives")}, indent=1,
                      default=str)[:6000])

@@ -14,6 +14,10 @@ Three parts, each a bounded run that writes its own JSON and prints a markdown t
     python benchmarks/bench_nli_qa.py student --work runs/bench-nli-qa
     python benchmarks/bench_nli_qa.py rte --work runs/bench-nli-qa --out benchmarks/results/nli_rte_cpu.json
     python benchmarks/bench_nli_qa.py squad --work runs/bench-nli-qa --out benchmarks/results/qa_squad_cpu.json
+    python benchmarks/bench_nli_qa.py squad-kd --work runs/bench-nli-qa --out benchmarks/results/qa_squad_kd_cpu.json
+
+``squad-kd`` trains the 3-layer student on the same split and budget twice: on the gold spans
+only, and distilled from the fine-tuned MiniLM's start/end logits (``teacher=``, KL at T).
 """
 
 from __future__ import annotations
@@ -40,7 +44,7 @@ METHODS = {  # name -> TrainConfig keys
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("part", choices=["student", "rte", "squad"])
+    p.add_argument("part", choices=["student", "rte", "squad", "squad-kd"])
     p.add_argument("--data", type=Path, default=DEFAULT_DATA, help="folder with rte/, squad-v1.1/, wikipedia-en-sample/")
     p.add_argument("--work", type=Path, required=True, help="folder for the runs (models, logs, curves)")
     p.add_argument("--out", type=Path, help="JSON results file (rte, squad)")
@@ -51,12 +55,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--epochs", type=float, default=2.0, help="rte: epochs over the 2,490 training pairs")
     p.add_argument("--lr", type=float, default=5e-5, help="rte: learning rate of full fine-tuning and prompt+backbone")
     p.add_argument("--prompt-lr", type=float, default=1e-2, help="rte: learning rate with a frozen backbone")
+    p.add_argument("--prompt-method", default="prompt_tuning", choices=["prompt_tuning", "p_tuning"])
+    p.add_argument("--tag", default="", help="rte: suffix of the run folders (variants of the same method)")
     p.add_argument("--max-length", type=int, default=128)
     p.add_argument("--qa-steps", type=int, default=300, help="squad: optimizer steps (the fixed budget)")
     p.add_argument("--qa-batch-size", type=int, default=16)
     p.add_argument("--qa-max-length", type=int, default=256)
     p.add_argument("--qa-stride", type=int, default=64)
     p.add_argument("--qa-lr", type=float, default=1e-4)
+    p.add_argument("--alpha-kd", type=float, default=0.5, help="squad-kd: weight of the KL to the teacher")
+    p.add_argument("--kd-temperature", type=float, default=2.0)
     p.add_argument("--train-articles", type=int, default=40, help="squad: articles trained on; the rest are held out")
     p.add_argument("--eval-questions", type=int, default=500, help="squad: held-out questions scored")
     return p.parse_args(argv)
@@ -97,12 +105,12 @@ def rte(args: argparse.Namespace) -> dict[str, Any]:
             raise SystemExit("run the `student` part first")
         for method in args.methods.split(","):
             frozen = METHODS[method].get("freeze_backbone", False)
-            name = f"rte-{model}-{method}"
+            name = f"rte-{model}-{method}{args.tag}"
             metrics = train(dict(
                 train_file=str(args.data / "rte" / "train.tsv"), eval_data=str(args.data / "rte" / "dev.tsv"),
                 model=starts[model], output_dir=str(args.work / name), task="nli", epochs=args.epochs, batch_size=16,
                 max_length=args.max_length, learning_rate=args.prompt_lr if frozen else args.lr, warmup_ratio=0.1,
-                seed=args.seed, log_steps=10, eval_steps=100, **METHODS[method]))
+                seed=args.seed, log_steps=10, eval_steps=100, prompt_method=args.prompt_method, **METHODS[method]))
             e = metrics["eval"]
             rows.append({"run": name, "model": model, "method": metrics["method"], "accuracy": e["accuracy"],
                          "f1": e["f1"], "macro_f1": e["macro_f1"], "confusion_matrix": e["confusion_matrix"],
@@ -126,17 +134,32 @@ def squad_split(args: argparse.Namespace) -> tuple[Path, Path]:
     return paths[0], paths[1]
 
 
-def squad(args: argparse.Namespace) -> dict[str, Any]:
+def squad_run(args: argparse.Namespace, name: str, model: str, **kw: Any) -> dict[str, Any]:
     train_file, heldout = squad_split(args)
     metrics = train(dict(
-        train_file=str(train_file), eval_data=str(heldout), eval_max_examples=args.eval_questions, model=MODEL,
-        output_dir=str(args.work / "squad-minilm"), task="qa", max_steps=args.qa_steps, batch_size=args.qa_batch_size,
+        train_file=str(train_file), eval_data=str(heldout), eval_max_examples=args.eval_questions, model=model,
+        output_dir=str(args.work / name), task="qa", max_steps=args.qa_steps, batch_size=args.qa_batch_size,
         max_length=args.qa_max_length, doc_stride=args.qa_stride, learning_rate=args.qa_lr, warmup_ratio=0.1,
-        seed=args.seed, log_steps=10, eval_steps=max(1, args.qa_steps // 3)))
+        seed=args.seed, log_steps=10, eval_steps=max(1, args.qa_steps // 3), **kw))
     e = metrics["eval"]
-    return {"squad": {"model": "minilm", "exact_match": e["exact_match"], "f1": e["f1"], "eval_loss": e["loss"],
-                      "train_sample_f1": e["train_f1"], "steps": metrics["train"]["steps"],
-                      "seconds": metrics["train"]["seconds"], "data": metrics["data"]}}
+    return {"model": name, "exact_match": e["exact_match"], "f1": e["f1"], "eval_loss": e["loss"],
+            "train_sample_f1": e["train_f1"], "steps": metrics["train"]["steps"],
+            "seconds": metrics["train"]["seconds"], "data": metrics["data"]}
+
+
+def squad(args: argparse.Namespace) -> dict[str, Any]:
+    return {"squad": squad_run(args, "squad-minilm", MODEL)}
+
+
+def squad_kd(args: argparse.Namespace) -> dict[str, Any]:
+    """The 3-layer student on the same split and budget, without and with the fine-tuned MiniLM as teacher."""
+    teacher = args.work / "squad-minilm" / "model"
+    if not teacher.exists() or not student_dir(args).exists():
+        raise SystemExit("run the `student` and `squad` parts first")
+    rows = [squad_run(args, "squad-student", str(student_dir(args))),
+            squad_run(args, "squad-student-kd", str(student_dir(args)), teacher=str(teacher),
+                      alpha_kd=args.alpha_kd, temperature=args.kd_temperature)]
+    return {"squad_kd": rows}
 
 
 def markdown(results: dict[str, Any]) -> str:
@@ -147,11 +170,11 @@ def markdown(results: dict[str, Any]) -> str:
         for r in results["rte"]:
             lines.append(f"| {r['model']} | {r['method']} | {r['trainable_params']:,} / {r['total_params']:,} | "
                          f"{r['accuracy']:.4f} | {r['f1']:.4f} | {r['macro_f1']:.4f} | {r['seconds']:.0f} |")
-    if "squad" in results:
-        s = results["squad"]
-        lines += ["| model | steps | train s | held-out EM | held-out F1 | questions |", "|---|---:|---:|---:|---:|---:|",
-                  f"| {s['model']} | {s['steps']} | {s['seconds']:.0f} | {s['exact_match']:.2f} | {s['f1']:.2f} | "
-                  f"{s['data'].get('eval_examples')} |"]
+    squad_rows = [results["squad"]] if "squad" in results else results.get("squad_kd", [])
+    if squad_rows:
+        lines += ["| run | steps | train s | held-out EM | held-out F1 | questions |", "|---|---:|---:|---:|---:|---:|"]
+        lines += [f"| {s['model']} | {s['steps']} | {s['seconds']:.0f} | {s['exact_match']:.2f} | {s['f1']:.2f} | "
+                  f"{s['data'].get('eval_examples')} |" for s in squad_rows]
     return "\n".join(lines)
 
 
@@ -167,7 +190,7 @@ def main(argv: list[str] | None = None) -> None:
     if not args.out:
         raise SystemExit("--out is required for the rte and squad parts")
     results = results_header(args, argv)
-    results.update(rte(args) if args.part == "rte" else squad(args))
+    results.update({"rte": rte, "squad": squad, "squad-kd": squad_kd}[args.part](args))
     save_results(results, args.out, started)
     print(markdown(results))
 
