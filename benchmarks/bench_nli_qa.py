@@ -58,7 +58,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--prompt-method", default="prompt_tuning", choices=["prompt_tuning", "p_tuning"])
     p.add_argument("--tag", default="", help="rte: suffix of the run folders (variants of the same method)")
     p.add_argument("--max-length", type=int, default=128)
-    p.add_argument("--qa-steps", type=int, default=300, help="squad: optimizer steps (the fixed budget)")
+    p.add_argument("--qa-steps", type=int, default=200, help="squad: optimizer steps (the fixed budget)")
     p.add_argument("--qa-batch-size", type=int, default=16)
     p.add_argument("--qa-max-length", type=int, default=256)
     p.add_argument("--qa-stride", type=int, default=64)
