@@ -70,7 +70,10 @@ def test_flat_index_equals_brute_force_and_query_batching(dense, corpus, queries
     for qid in queries:
         np.testing.assert_allclose([s for _, s in run[qid]], [s for _, s in ref[qid]], atol=1e-5)
         assert [d for d, _ in run[qid]][:3] == [d for d, _ in ref[qid]][:3]
-    assert run == retriever.search(queries, k=10, query_batch=256)
+    other = retriever.search(queries, k=10, query_batch=256)  # query batching changes nothing (up to BLAS rounding)
+    for qid in queries:
+        np.testing.assert_allclose([s for _, s in other[qid]], [s for _, s in run[qid]], atol=1e-6)
+        assert [d for d, _ in other[qid]][:3] == [d for d, _ in run[qid]][:3]
     # score() agrees with the search scores
     qid = next(iter(queries))
     top = [corpus[d] for d, _ in run[qid][:4]]

@@ -126,7 +126,7 @@ def distill_static(source: str, output: str | Path = "", pca_dims: int = 256) ->
     try:
         from model2vec.distill import distill
     except ImportError:
-        raise MissingExtraError("model2vec[distill]", "mining") from None
+        raise MissingExtraError("model2vec", "mining") from None
     model = distill(resolve_model_path(source), pca_dims=pca_dims, device="cpu")
     if output:
         model.save_pretrained(str(output))
