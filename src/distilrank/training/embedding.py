@@ -22,10 +22,8 @@ from torch import Tensor
 from distilrank.config import TrainConfig
 from distilrank.data.records import Group
 from distilrank.errors import ConfigError
-from distilrank.io import atomic_dir
 from distilrank.losses.embedding import multiple_negatives_ranking, triplet_margin
 from distilrank.models.bi_encoder import BiEncoder
-from distilrank.reports import plot_comparison, plot_loss, read_log, start_run, write_metrics
 
 logger = logging.getLogger(__name__)
 
@@ -84,8 +82,8 @@ def load_bi_encoder(cfg: TrainConfig) -> BiEncoder:
 def run_bi_encoder_training(cfg: TrainConfig, on_step: Callable[[int], None] | None = None,
                             examples: Sequence[Any] | None = None) -> dict[str, Any]:
     """Train a bi-encoder as ``cfg`` says (``loss`` triplet or mnrl); the model goes to ``output_dir/model``."""
-    from distilrank.training.loop import make_accelerator, train_loop
-    from distilrank.training.run import RerankEvaluator, read_examples
+    from distilrank.training.loop import make_accelerator
+    from distilrank.training.run import read_examples, train_and_save
     from distilrank.training.tasks import shuffle_negatives
 
     out = Path(cfg.output_dir)
@@ -101,25 +99,4 @@ def run_bi_encoder_training(cfg: TrainConfig, on_step: Callable[[int], None] | N
     except ConfigError as exc:
         raise ConfigError(f"{cfg.train_file}: {exc}") from None
     examples = shuffle_negatives(examples, cfg.seed)
-    evaluate = RerankEvaluator(cfg.eval_data, cfg.eval_split, cfg.eval_top_k, cfg.eval_max_queries) \
-        if cfg.eval_data else None
-    if accelerator.is_main_process:
-        start_run(out, cfg)
-    accelerator.wait_for_everyone()
-    result = train_loop(cfg, model, task, examples, accelerator, evaluate=evaluate, on_step=on_step)
-    metrics: dict[str, Any] = {
-        "train": {"steps": result.steps, "examples": result.examples_seen, "seconds": round(result.seconds, 2),
-                  "final_loss": result.final_loss, "processes": accelerator.num_processes, "model": "bi-encoder"},
-    }
-    if accelerator.is_main_process:
-        with atomic_dir(out / "model") as tmp:
-            accelerator.unwrap_model(model).save_pretrained(tmp)
-        evals = [r["eval"] for r in read_log(out / "metrics.jsonl") if "eval" in r]
-        if evaluate is not None and evals:
-            metrics["first_stage"], metrics["reranker"] = evaluate.first_stage(), evals[-1]
-            plot_comparison({"first stage": metrics["first_stage"], "bi-encoder": metrics["reranker"]},
-                            out / "metrics.png", title=f"{cfg.eval_data} ({cfg.eval_split})")
-        plot_loss(out / "metrics.jsonl", out / "loss.png")
-        write_metrics(out, metrics)
-    accelerator.wait_for_everyone()
-    return metrics
+    return train_and_save(cfg, model, task, examples, accelerator, on_step, {}, system="bi-encoder")

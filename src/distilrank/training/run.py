@@ -141,19 +141,29 @@ def run_training(
         examples = task.prepare(examples, cfg.seed)
     elif isinstance(examples[0], Group):
         examples = shuffle_negatives(examples, cfg.seed)
-    evaluate: RerankEvaluator | None = None
-    if cfg.eval_data:
-        evaluate = RerankEvaluator(cfg.eval_data, cfg.eval_split, cfg.eval_top_k, cfg.eval_max_queries)
+    return train_and_save(cfg, model, task, examples, accelerator, on_step,
+                          {"long_documents": long_docs} if long_docs else {})
+
+
+def train_and_save(cfg: TrainConfig, model: Any, task: Any, examples: Sequence[Any], accelerator: Any,
+                   on_step: Callable[[int], None] | None, extra: dict[str, Any], system: str = "reranker",
+                   ) -> dict[str, Any]:
+    """Run the loop, save ``output_dir/model`` atomically, write metrics and plots; the metrics dict.
+
+    ``extra`` joins the metrics; ``system`` names the trained model in the evaluation plot.
+    """
+    out = Path(cfg.output_dir)
+    evaluate = RerankEvaluator(cfg.eval_data, cfg.eval_split, cfg.eval_top_k, cfg.eval_max_queries) \
+        if cfg.eval_data else None
     if accelerator.is_main_process:
         start_run(out, cfg)
     accelerator.wait_for_everyone()
     result = train_loop(cfg, model, task, examples, accelerator, evaluate=evaluate, on_step=on_step)
     metrics: dict[str, Any] = {
         "train": {"steps": result.steps, "examples": result.examples_seen, "seconds": round(result.seconds, 2),
-                  "final_loss": result.final_loss, "processes": accelerator.num_processes},
+                  "final_loss": result.final_loss, "processes": accelerator.num_processes, "model": system},
+        **extra,
     }
-    if long_docs:
-        metrics["long_documents"] = long_docs
     if accelerator.is_main_process:
         with atomic_dir(out / "model") as tmp:  # a kill mid-save leaves no half-written model
             accelerator.unwrap_model(model).save_pretrained(tmp)
@@ -161,7 +171,7 @@ def run_training(
         if evaluate is not None and evals:
             metrics["first_stage"] = evaluate.first_stage()
             metrics["reranker"] = evals[-1]
-            plot_comparison({"first stage": metrics["first_stage"], "reranker": metrics["reranker"]},
+            plot_comparison({"first stage": metrics["first_stage"], system: metrics["reranker"]},
                             out / "metrics.png", title=f"{cfg.eval_data} ({cfg.eval_split})")
         plot_loss(out / "metrics.jsonl", out / "loss.png")
         write_metrics(out, metrics)
