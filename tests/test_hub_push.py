@@ -87,3 +87,23 @@ def test_hub_failure_is_one_clear_error(run_dir: Path, monkeypatch):
     with pytest.raises(HubPushError, match="ConnectionError: Failed to resolve .* unchanged"):
         push_to_hub(run_dir / "model", "me/reranker", token="hf_x")
     assert tree_digest(run_dir) == before
+
+
+def test_train_push_to_hub_saves_everything_first_then_fails_clearly_offline(tiny_model: Path, tmp_path: Path,
+                                                                             monkeypatch):
+    from conftest import toy_groups
+
+    from distilrank import TrainConfig
+    from distilrank.training.run import run_training
+
+    data = tmp_path / "groups.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in toy_groups(n=8)))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    cfg = TrainConfig(train_file=str(data), model=str(tiny_model), output_dir=str(tmp_path / "run"), max_steps=2,
+                      batch_size=4, group_size=3, max_length=32, push_to_hub="me/reranker")
+    with pytest.raises(HubPushError, match="offline"):
+        run_training(cfg)
+    assert (tmp_path / "run" / "model" / "model.safetensors").is_file()
+    assert json.loads((tmp_path / "run" / "metrics.json").read_text())["train"]["steps"] == 2
+    with pytest.raises(ConfigError, match="push_to_hub must be a hub repo id"):
+        TrainConfig(train_file="x.jsonl", push_to_hub="reranker")

@@ -104,6 +104,7 @@ class TrainConfig:
     num_layers: int = 0  # 0: keep all encoder layers; k: keep the first k (smaller student)
     mixed_precision: str = "no"
     num_workers: int = 0  # background processes that tokenize batches (2-4 keep a GPU busy; 0: main process)
+    push_to_hub: str = ""  # user/name: upload output_dir/model with a generated model card when training ends
     # documents longer than max_length: "firstp" (truncate), "maxp" (best of overlapping passages), "": the model's own
     long_documents: str = ""
     passage_stride: int = 0  # document tokens shared by neighbouring passages (0: the model's own, default 64)
@@ -155,6 +156,8 @@ class TrainConfig:
         for name in ("save_steps", "eval_steps", "num_layers", "weight_decay", "max_grad_norm", "warmup_steps"):
             _check(getattr(self, name) >= 0, f"{name} must be >= 0")
         _check(0 <= self.num_workers <= 32, f"num_workers must be in [0, 32], got {self.num_workers}")
+        _check(not self.push_to_hub or (self.push_to_hub.count("/") == 1 and all(self.push_to_hub.split("/"))),
+               f"push_to_hub must be a hub repo id like user/name, got {self.push_to_hub!r}")
         _check_passages(self)
         _check(self.save_total_limit >= 1, "save_total_limit must be >= 1")
         _check(self.eval_steps == 0 or bool(self.eval_data), "eval_steps > 0 needs eval_data")

@@ -176,6 +176,10 @@ def train_and_save(cfg: TrainConfig, model: Any, task: Any, examples: Sequence[A
         plot_loss(out / "metrics.jsonl", out / "loss.png")
         write_metrics(out, metrics)
     accelerator.wait_for_everyone()
+    if cfg.push_to_hub and accelerator.is_main_process:  # after everything is saved: a failed push loses nothing
+        from distilrank.hub_push import push_to_hub
+
+        print(f"pushed {out / 'model'} to {push_to_hub(out / 'model', cfg.push_to_hub)}")
     return metrics
 
 
