@@ -49,6 +49,7 @@ from bench_vs_sentence_transformers import (  # noqa: E402
 BACKENDS = ("torch fp32", "onnx fp32", "onnx int8", "sentence-transformers")
 DEFAULT_MAX_LENGTH = {"trec-dl-2019": 256, "demo": 96}
 TOP_K = 100
+DEMO_TOP_K = 20  # the demo's evaluation protocol (distilrank demo / eval data=demo top_k=20)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -274,9 +275,68 @@ def model_flops(model, pairs: list, max_length: int) -> dict[str, float]:
 # ---------------------------------------------------------------------------- driver
 
 
+def full_quality(dataset, run: dict, scorers: dict[str, Callable], top_k: int) -> dict[str, Any]:
+    """nDCG@10 of every query's first-stage top-``top_k`` reranked by each non-reference backend.
+
+    The demo's own protocol (``distilrank eval data=demo top_k=20``: all 250 test queries). The
+    speed runs use a sample of queries at 100 candidates; a sample of 25 queries makes each query
+    worth 0.04 of the mean nDCG@10, too coarse to test a 0.01 bound.
+    """
+    from distilrank.evaluation.ranking import evaluate_reranking
+
+    out: dict[str, Any] = {"queries": len(run), "top_k": top_k}
+    for name in ("torch fp32", "onnx fp32", "onnx int8"):
+        report = evaluate_reranking(dataset, run, scorers[name], top_k, relevance_level=1)
+        out.setdefault("BM25 nDCG@10", report.first_stage["nDCG@10"])
+        out[name] = {"nDCG@10": report.reranked["nDCG@10"], "MRR@10": report.reranked["MRR@10"]}
+        print(f"  full demo test set, top-{top_k}: {name} nDCG@10 {out[name]['nDCG@10']:.4f}", flush=True)
+    return out
+
+
+def kernel_profile(onnx_dir: Path, pairs: list, batch_size: int, max_length: int) -> dict[str, Any]:
+    """onnxruntime's own profile of the fp32 export on ``pairs``: kernel time per operator type, and
+    the GFLOP/s of the weight MatMuls alone (on the padded shapes the kernels saw).
+
+    Shows where the time outside matrix products goes (GELU, LayerNorm, softmax, bias and
+    residual adds: memory-bound work that no BLAS makes faster).
+    """
+    import collections
+    import math
+
+    from distilrank.inference.onnx_backend import OnnxCrossEncoder, import_onnxruntime
+
+    ort = import_onnxruntime()
+    with tempfile.TemporaryDirectory(prefix="ort-profile-") as tmp:
+        options = ort.SessionOptions()
+        options.enable_profiling = True
+        options.profile_file_prefix = str(Path(tmp) / "profile")
+        options.log_severity_level = 3
+        ce = OnnxCrossEncoder.from_pretrained(onnx_dir, max_length=max_length)
+        ce.session = ort.InferenceSession(str(onnx_dir / "model.onnx"), options, providers=["CPUExecutionProvider"])
+        ce.score(pairs, batch_size=batch_size)
+        events = json.loads(Path(ce.session.end_profiling()).read_text(encoding="utf-8"))
+    by_op: collections.Counter = collections.Counter()
+    matmul_us, matmul_flops = 0, 0
+    for e in events:
+        if e.get("cat") != "Node" or not e["name"].endswith("_kernel_time"):
+            continue
+        op = e["args"]["op_name"]
+        by_op[op] += e["dur"]
+        inputs = e["args"].get("input_type_shape", [])
+        if op == "MatMul" and len(inputs) == 1:  # a single activation input: the other is a weight
+            k = list(inputs[0].values())[0][-1]
+            matmul_us += e["dur"]
+            matmul_flops += 2 * k * math.prod(list(e["args"]["output_type_shape"][0].values())[0])
+    total = sum(by_op.values())
+    return {"pairs": len(pairs), "kernel_ms": total / 1e3,
+            "share": {op: us / total for op, us in by_op.most_common()},
+            "weight_matmul_gflops": matmul_flops / matmul_us / 1e3 if matmul_us else None}
+
+
 def bench_dataset(name: str, dataset, run: dict, model_dir: Path, onnx: dict[str, Path],
                   args: argparse.Namespace, relevance_level: int) -> dict[str, Any]:
     max_length = args.max_length or DEFAULT_MAX_LENGTH[name]
+    whole_run = run
     run = cut_run(run, args.demo_queries if name == "demo" else args.queries)
     per_query = run_pairs(dataset, run)
     pairs = [p for qp in per_query for p in qp]
@@ -287,9 +347,13 @@ def bench_dataset(name: str, dataset, run: dict, model_dir: Path, onnx: dict[str
     work = model_flops(torch_model, pairs, max_length)
     speed["gflops"] = {n: work["flops"] / statistics.median(speed["seconds"][n]) / 1e9
                        for n in ("torch fp32", "onnx fp32")}
-    return {"queries": len(run), "max_length": max_length, "relevance_level": relevance_level,
-            "throughput": speed, "work": work, "latency": latency(scorers, per_query),
-            "quality": quality(dataset, run, pairs, outputs, relevance_level)}
+    result = {"queries": len(run), "max_length": max_length, "relevance_level": relevance_level,
+              "throughput": speed, "work": work, "latency": latency(scorers, per_query),
+              "quality": quality(dataset, run, pairs, outputs, relevance_level),
+              "onnx_fp32_profile": kernel_profile(onnx["fp32"], pairs[:400], args.batch_size, max_length)}
+    if name == "demo" and not args.quick:
+        result["full_quality"] = full_quality(dataset, whole_run, scorers, DEMO_TOP_K)
+    return result
 
 
 def markdown(name: str, r: dict[str, Any], matmul: dict[str, float]) -> str:
@@ -308,6 +372,16 @@ def markdown(name: str, r: dict[str, Any], matmul: dict[str, float]) -> str:
               f"|nDCG@10 int8 - fp32| = {gap:.4f} (<= 0.01); fp32 GFLOP/s share of matmul below (>= 80%)"]
     lines += [f"{b}: {g:.1f} GFLOP/s on the real tokens = {g / matmul['torch']:.0%} of torch.matmul, "
               f"{g / matmul['onnxruntime']:.0%} of onnxruntime MatMul" for b, g in t["gflops"].items()]
+    prof = r["onnx_fp32_profile"]
+    top = ", ".join(f"{op} {share:.1%}" for op, share in list(prof["share"].items())[:8])
+    lines.append(f"onnx fp32 kernel time on {prof['pairs']} pairs: {top}; weight MatMuls alone "
+                 f"{prof['weight_matmul_gflops']:.1f} GFLOP/s = {prof['weight_matmul_gflops'] / matmul['onnxruntime']:.0%} "
+                 "of onnxruntime MatMul")
+    if "full_quality" in r:
+        f = r["full_quality"]
+        lines.append(f"all {f['queries']} test queries, top-{f['top_k']} (BM25 {f['BM25 nDCG@10']:.4f}): "
+                     + ", ".join(f"{b} {f[b]['nDCG@10']:.4f}" for b in ("torch fp32", "onnx fp32", "onnx int8"))
+                     + f"; |int8 - fp32| = {abs(f['onnx int8']['nDCG@10'] - f['onnx fp32']['nDCG@10']):.4f}")
     return "\n".join(lines)
 
 

@@ -74,7 +74,15 @@ def test_fp32_scores_match_pytorch(spread_model, fp32_dir):
 def test_export_folder_contents(spread_model, fp32_dir):
     assert {"model.onnx", "config.json", "onnx.json", "tokenizer_config.json"} <= {p.name for p in fp32_dir.iterdir()}
     meta = json.loads((fp32_dir / "onnx.json").read_text())
+    fused = meta.pop("fused")
     assert meta == {"format": "onnx", "quantize": "none", "opset": 17, "max_length": 128, "source": str(spread_model)}
+    # every layer's attention runs in onnxruntime's fused kernel, and the SDPA NaN guard is gone
+    import onnx
+
+    ops = [node.op_type for node in onnx.load(str(fp32_dir / "model.onnx")).graph.node]
+    layers = json.loads((spread_model / "config.json").read_text())["num_hidden_layers"]
+    assert fused["Attention"] == ops.count("Attention") == layers
+    assert "IsNaN" not in ops
     assert not list(fp32_dir.parent.glob(".onnx.*"))  # no temp folder left behind
 
 
@@ -97,7 +105,11 @@ def test_int8_is_smaller_and_ranks_like_fp32(spread_model, fp32_dir, tmp_path):
     weights = {t.name for t in graph.initializer}
     # every MatMul with a weight is quantised (the attention-score MatMuls of two activations stay)
     assert not [n for n in graph.node if n.op_type == "MatMul" and weights & set(n.input)]
-    assert (out / "model.onnx").stat().st_size < (fp32_dir / "model.onnx").stat().st_size
+    # the weights take less room (file sizes of this tiny model are dominated by the graph itself)
+    def weight_bytes(folder: Path) -> int:
+        return sum(len(t.raw_data) for t in onnx.load(str(folder / "model.onnx")).graph.initializer)
+
+    assert weight_bytes(out) < weight_bytes(fp32_dir)
     assert not (out / "model.fp32.onnx").exists()
     assert json.loads((out / "onnx.json").read_text())["quantize"] == "int8"
     pairs = varied_pairs(60, seed=1)
