@@ -14,6 +14,14 @@ On the demo set (the InRanker recipe at demo scale):
 4. nDCG@10 on the demo test queries (BM25 top-20) and scoring speed of teacher and students
    (interleaved repetitions, medians).
 
+``--extra-packages numpy,torch`` adds InRanker's second ingredient at demo scale: many more
+queries, labelled by the teacher only. The docstrings of those installed packages are split like
+the demo's (summary line -> query, description -> document); every pair whose query or document
+also occurs in the demo (any split) is dropped, so no test text leaks in. Up to
+``--extra-queries`` of them, each with ``--extra-negatives`` BM25 negatives from the extra corpus,
+are labelled by the teacher and added to both students' training data: the soft student learns
+the teacher's scores on them, the binary student their source document as the positive.
+
     python benchmarks/bench_soft_labels.py --out benchmarks/results/soft_labels_cpu.json
 """
 
@@ -55,6 +63,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--mixed-precision", default="no", choices=["no", "bf16", "fp16"],
                    help="the students' precision (the teacher trains in fp32)")
     p.add_argument("--skip-st", action="store_true", help="do not time sentence-transformers' labelling")
+    p.add_argument("--extra-packages", default="",
+                   help="comma-separated installed packages whose docstrings give extra teacher-labelled queries")
+    p.add_argument("--extra-queries", type=int, default=8000, help="at most this many extra queries (sampled)")
+    p.add_argument("--extra-negatives", type=int, default=15, help="BM25 negatives per extra query")
     return p.parse_args(argv)
 
 
@@ -114,6 +126,64 @@ def scoring_speed(models: dict[str, Path], pairs: list[tuple[str, str]], args: a
     return {k: len(pairs) / statistics.median(v) for k, v in times.items()}
 
 
+def _norm(text: str) -> str:
+    return " ".join(text.lower().split())
+
+
+def extra_dataset(packages: list[str], demo: Any, args: argparse.Namespace) -> tuple[Any, dict[str, int]]:
+    """Query/document pairs from the docstrings of installed ``packages`` (all as training queries).
+
+    Pairs whose query or document text (case and spacing ignored) occurs anywhere in ``demo`` are
+    dropped: vendored copies of standard-library modules would otherwise bring test pairs in.
+    """
+    import importlib.util
+    import random
+
+    from distilrank.data.demo import DemoSizes, build_demo_dataset
+    from distilrank.data.records import Passage, Query, RetrievalDataset
+
+    seen = {_norm(q.text) for q in demo.queries.values()} | {_norm(d.text) for d in demo.corpus.values()}
+    corpus: dict[str, Passage] = {}
+    pairs: list[tuple[str, str]] = []  # (query text, positive doc id)
+    counts = {"pairs": 0, "dropped_as_demo_duplicates": 0}
+    for package in packages:
+        spec = importlib.util.find_spec(package)
+        if spec is None or not spec.submodule_search_locations:
+            sys.exit(f"--extra-packages: {package!r} is not an installed package")
+        root = Path(list(spec.submodule_search_locations)[0])
+        built = build_demo_dataset(args.seed, DemoSizes(test=0, dev=0), stdlib=root,
+                                   workers=os.cpu_count() or 1)["train"]
+        for qid, query in built.queries.items():
+            doc_id = next(iter(built.qrels[qid]))
+            doc = built.corpus[doc_id]
+            counts["pairs"] += 1
+            if _norm(query.text) in seen or _norm(doc.text) in seen:
+                counts["dropped_as_demo_duplicates"] += 1
+                continue
+            seen.update((_norm(query.text), _norm(doc.text)))
+            new_id = f"{package}-{doc_id}"
+            corpus[new_id] = Passage(new_id, doc.text, title=f"{package}.{doc.title}")
+            pairs.append((query.text, new_id))
+        for doc_id, doc in built.corpus.items():  # the package's distractors join the extra corpus
+            if doc_id.startswith("x") and _norm(doc.text) not in seen:
+                seen.add(_norm(doc.text))
+                corpus[f"{package}-{doc_id}"] = Passage(f"{package}-{doc_id}", doc.text, title=f"{package}.{doc.title}")
+    random.Random(args.seed).shuffle(pairs)
+    pairs = pairs[: args.extra_queries]
+    queries = {f"e{i}": Query(f"e{i}", text) for i, (text, _) in enumerate(pairs)}
+    qrels = {f"e{i}": {doc_id: 1} for i, (_, doc_id) in enumerate(pairs)}
+    counts.update(queries=len(queries), corpus=len(corpus))
+    return RetrievalDataset(corpus, queries, qrels, name="extra-train"), counts
+
+
+def concatenate(files: list[Path], out: Path) -> Path:
+    with out.open("w", encoding="utf-8") as fh:
+        for f in files:
+            text = f.read_text(encoding="utf-8")
+            fh.write(text if text.endswith("\n") or not text else text + "\n")
+    return out
+
+
 def run(work: Path, args: argparse.Namespace) -> dict[str, Any]:
     from distilrank.config import MineConfig
     from distilrank.data.demo import build_demo_dataset, write_beir
@@ -135,13 +205,29 @@ def run(work: Path, args: argparse.Namespace) -> dict[str, Any]:
     out["labelling"] = {"distilrank": label(teacher, groups, work / "labels.jsonl")}
     if not args.skip_st:
         out["labelling"]["sentence_transformers"] = st_labelling(teacher, groups, args.max_length)
+    soft_file, binary_file = work / "labels.jsonl", groups
+    if args.extra_packages:
+        demo_all = read_beir(data_dir, "test")  # the corpus and, with the others below, every demo query
+        for split in ("train", "dev"):
+            demo_all.queries.update(read_beir(data_dir, split).queries)
+        extra, out["extra"] = extra_dataset(args.extra_packages.split(","), demo_all, args)
+        extra_dir = write_beir({"train": extra}, work / "extra")
+        extra_groups = work / "extra-groups.jsonl"
+        mined = mine_to_file(extra, MineConfig(data=str(extra_dir), output=str(extra_groups),
+                                               num_negatives=args.extra_negatives, rank_max=args.rank_max,
+                                               seed=args.seed))
+        out["extra"]["mined"] = mined.as_dict()
+        out["labelling"]["extra"] = label(teacher, extra_groups, work / "extra-labels.jsonl")
+        soft_file = concatenate([work / "labels.jsonl", work / "extra-labels.jsonl"], work / "all-labels.jsonl")
+        binary_file = concatenate([groups, extra_groups], work / "all-groups.jsonl")
+        print(f"extra queries: {out['extra']}", flush=True)
     start = args.student_model or MODEL
     layers = 0 if args.student_model else args.student_layers
     budget = {"max_steps": args.student_steps, "learning_rate": args.student_lr, "num_layers": layers,
               "batch_size": args.student_batch_size, "mixed_precision": args.mixed_precision}
-    out["train"]["soft"] = train(start, work / "labels.jsonl", work / "soft", args, loss="kl",
+    out["train"]["soft"] = train(start, soft_file, work / "soft", args, loss="kl",
                                  temperature=args.temperature, **budget)
-    out["train"]["binary"] = train(start, groups, work / "binary", args, loss="listwise", **budget)
+    out["train"]["binary"] = train(start, binary_file, work / "binary", args, loss="listwise", **budget)
     runs = first_stage_run(test, None, 20)
     models = {"teacher (6 layers)": teacher, "student, soft labels": work / "soft" / "model",
               "student, binary labels": work / "binary" / "model"}

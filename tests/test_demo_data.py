@@ -19,3 +19,17 @@ def test_demo_dataset_is_deterministic(demo_beir, tmp_path):
     assert fingerprint(again) == fingerprint(demo_beir)
     other = write_beir(build_demo_dataset(seed=14), tmp_path / "other")
     assert fingerprint(other) != fingerprint(demo_beir)
+
+
+def test_parsing_in_processes_gives_the_same_dataset():
+    """``workers`` > 1 (used for big source trees) changes nothing but the speed; any tree works as a source."""
+    import email
+    from pathlib import Path
+
+    from distilrank.data.demo import DemoSizes
+
+    root = Path(email.__file__).parent
+    one = build_demo_dataset(seed=3, sizes=DemoSizes(test=0, dev=0), stdlib=root)["train"]
+    two = build_demo_dataset(seed=3, sizes=DemoSizes(test=0, dev=0), stdlib=root, workers=2)["train"]
+    assert len(one.queries) >= 20  # a real tree with real pairs, so the comparison can fail
+    assert one.queries == two.queries and one.qrels == two.qrels and one.corpus == two.corpus

@@ -48,24 +48,38 @@ class DemoSizes:
     dev: int = 100
 
 
-def _docstrings(stdlib: Path) -> list[tuple[str, str]]:
+def _file_docstrings(path: Path, root: Path) -> list[tuple[str, str]]:
+    """(dotted name, docstring) of a module and of every function and class in it; [] if unparsable."""
+    try:
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+    except (SyntaxError, UnicodeDecodeError, ValueError):
+        return []
+    module = ".".join(path.relative_to(root).with_suffix("").parts)
     items = []
-    for path in sorted(stdlib.rglob("*.py")):
-        rel = path.relative_to(stdlib)
-        if any(part in SKIP_DIRS or part.startswith("test") for part in rel.parts[:-1]):
-            continue
-        try:
-            tree = ast.parse(path.read_text(encoding="utf-8"))
-        except (SyntaxError, UnicodeDecodeError, ValueError):
-            continue
-        module = ".".join(rel.with_suffix("").parts)
-        for node in ast.walk(tree):
-            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.Module)):
-                doc = ast.get_docstring(node)
-                if doc:
-                    name = module if isinstance(node, ast.Module) else f"{module}.{node.name}"
-                    items.append((name, doc))
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.Module)):
+            doc = ast.get_docstring(node)
+            if doc:
+                name = module if isinstance(node, ast.Module) else f"{module}.{node.name}"
+                items.append((name, doc))
     return items
+
+
+def _docstrings(stdlib: Path, workers: int = 1) -> list[tuple[str, str]]:
+    """Every docstring under ``stdlib`` in sorted file order; ``workers`` > 1 parses files in processes."""
+    files = [
+        path for path in sorted(stdlib.rglob("*.py"))
+        if not any(part in SKIP_DIRS or part.startswith("test") for part in path.relative_to(stdlib).parts[:-1])
+    ]
+    if workers > 1:
+        from concurrent.futures import ProcessPoolExecutor
+        from functools import partial
+
+        with ProcessPoolExecutor(workers) as pool:
+            per_file = list(pool.map(partial(_file_docstrings, root=stdlib), files, chunksize=16))
+    else:
+        per_file = [_file_docstrings(path, stdlib) for path in files]
+    return [item for items in per_file for item in items]
 
 
 def _squash(text: str) -> str:
@@ -73,12 +87,16 @@ def _squash(text: str) -> str:
 
 
 def build_demo_dataset(
-    seed: int = 13, sizes: DemoSizes = DemoSizes(), stdlib: str | Path | None = None
+    seed: int = 13, sizes: DemoSizes = DemoSizes(), stdlib: str | Path | None = None, workers: int = 1
 ) -> dict[str, RetrievalDataset]:
-    """Build the demo in memory: one :class:`RetrievalDataset` per split (shared corpus)."""
+    """Build the demo in memory: one :class:`RetrievalDataset` per split (shared corpus).
+
+    ``stdlib``: another source tree to build the same kind of dataset from; ``workers`` > 1
+    parses its files in that many processes (same result, in the same order).
+    """
     root = Path(stdlib or sysconfig.get_paths()["stdlib"])
     pairs, distractors, seen_q, seen_d = [], [], set(), set()
-    for name, doc in _docstrings(root):
+    for name, doc in _docstrings(root, workers):
         paras = [p.strip() for p in re.split(r"\n\s*\n", doc.strip())]
         summary, body = _squash(paras[0]), _squash(" ".join(paras[1:]))[:MAX_DOC_CHARS]
         if (
