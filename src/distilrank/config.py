@@ -194,9 +194,6 @@ class DistillConfig:
     alpha_ce: float = 5.0  # KL between temperature-softened teacher and student MLM distributions
     alpha_mlm: float = 2.0  # MLM cross-entropy
     alpha_cos: float = 1.0  # cosine loss between last hidden states
-    # cosine loss between the student's last [CLS] state and the teacher's mean-pooled last states:
-    # teaches a student cut from a mean-pooling sentence encoder to gather the input into [CLS]
-    alpha_pool: float = 0.0
     max_steps: int = 0  # 0: run `epochs` epochs instead
     epochs: float = 1.0
     batch_size: int = 32  # blocks per optimizer step
@@ -224,11 +221,10 @@ class DistillConfig:
                         "temperature", "log_steps", "eval_blocks")
         _check(8 <= self.block_size <= 8192, f"block_size must be in [8, 8192], got {self.block_size}")
         _check(0.0 < self.mlm_probability < 1.0, f"mlm_probability must be in (0, 1), got {self.mlm_probability}")
-        for name in ("alpha_ce", "alpha_mlm", "alpha_cos", "alpha_pool", "max_steps", "max_blocks", "min_words", "head_fit_steps",
+        for name in ("alpha_ce", "alpha_mlm", "alpha_cos", "max_steps", "max_blocks", "min_words", "head_fit_steps",
                      "save_steps", "eval_steps", "weight_decay", "max_grad_norm"):
             _check(getattr(self, name) >= 0, f"{name} must be >= 0, got {getattr(self, name)}")
-        _check(self.alpha_ce + self.alpha_mlm + self.alpha_cos + self.alpha_pool > 0,
-               "alpha_ce, alpha_mlm, alpha_cos and alpha_pool are all 0")
+        _check(self.alpha_ce + self.alpha_mlm + self.alpha_cos > 0, "alpha_ce, alpha_mlm and alpha_cos are all 0")
         _check(self.max_steps > 0 or self.epochs > 0, "set max_steps > 0 or epochs > 0")
         _check(self.learning_rate < 1.0 and self.head_fit_lr < 1.0, "a learning rate >= 1 is absurd; try 1e-4..1e-3")
         _check(not (self.student and self.layers), "set either student (an existing model) or layers, not both")

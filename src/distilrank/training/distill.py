@@ -189,9 +189,8 @@ def run_distill(cfg: DistillConfig, on_step: Callable[[int], None] | None = None
         p.requires_grad_(False)
     _say(accelerator, f"student: {student_desc}, {count_parameters(student.model) / 1e6:.2f}M parameters "
                       f"(teacher {count_parameters(teacher) / 1e6:.2f}M)")
-    needs_teacher = alpha_ce > 0 or cfg.alpha_cos > 0 or cfg.alpha_pool > 0
-    task = DistillTask(masker, teacher_lm if needs_teacher else None, cfg.temperature,
-                       alpha_ce, cfg.alpha_mlm, cfg.alpha_cos, autocast=accelerator.autocast, alpha_pool=cfg.alpha_pool)
+    task = DistillTask(masker, teacher_lm if alpha_ce > 0 or cfg.alpha_cos > 0 else None, cfg.temperature,
+                       alpha_ce, cfg.alpha_mlm, cfg.alpha_cos, autocast=accelerator.autocast)
     if accelerator.is_main_process:
         start_run(out, cfg)
     accelerator.wait_for_everyone()
@@ -202,8 +201,7 @@ def run_distill(cfg: DistillConfig, on_step: Callable[[int], None] | None = None
         trained = accelerator.unwrap_model(student)
         save_student(trained.model, tokenizer, out / "model")
         report = _report(cfg, result, corpus, evaluator, teacher_lm, trained, has_head, fit_head)
-        report["terms"] = {"alpha_ce": alpha_ce, "alpha_mlm": cfg.alpha_mlm, "alpha_cos": cfg.alpha_cos,
-                           "alpha_pool": cfg.alpha_pool}
+        report["terms"] = {"alpha_ce": alpha_ce, "alpha_mlm": cfg.alpha_mlm, "alpha_cos": cfg.alpha_cos}
         write_metrics(out, report)
         plot_loss(out / "metrics.jsonl", out / "loss.png", eval_key="mlm_accuracy")
         _print_report(report, out)

@@ -30,7 +30,6 @@ from distilrank.losses import (
     pairwise_margin,
     pointwise_bce,
 )
-from distilrank.models.bi_encoder import pool
 
 if TYPE_CHECKING:
     from distilrank.models.cross_encoder import CrossEncoder
@@ -355,7 +354,6 @@ class DistillTask:
     alpha_mlm: float = 2.0
     alpha_cos: float = 1.0
     autocast: Callable[[], AbstractContextManager[Any]] = field(default=contextlib.nullcontext)
-    alpha_pool: float = 0.0
 
     def lengths(self, examples: Sequence[Any]) -> list[int]:
         return examples.lengths() if hasattr(examples, "lengths") else [len(e) for e in examples]
@@ -372,7 +370,7 @@ class DistillTask:
         wants_logits = self.alpha_ce > 0 or self.alpha_mlm > 0
         hidden, logits = model(ids, attention, masked if wants_logits else None)  # (B, L, H), (N, V)
         t_hidden = t_logits = None
-        if self.alpha_ce > 0 or self.alpha_cos > 0 or self.alpha_pool > 0:
+        if self.alpha_ce > 0 or self.alpha_cos > 0:
             with torch.no_grad(), self.autocast():
                 t_hidden, t_logits = self.teacher(ids, attention, masked if self.alpha_ce > 0 else None)
         terms: dict[str, Tensor] = {}
@@ -384,9 +382,7 @@ class DistillTask:
         if self.alpha_cos > 0:
             keep = attention.bool()  # (B, L)
             terms["cos"] = hidden_cosine(hidden[keep], t_hidden[keep].to(hidden.dtype))  # (T, H) real tokens
-        if self.alpha_pool > 0:
-            terms["pool"] = hidden_cosine(hidden[:, 0], pool(t_hidden, attention, "mean").to(hidden.dtype))  # (B, H)
-        alphas = {"ce": self.alpha_ce, "mlm": self.alpha_mlm, "cos": self.alpha_cos, "pool": self.alpha_pool}
+        alphas = {"ce": self.alpha_ce, "mlm": self.alpha_mlm, "cos": self.alpha_cos}
         total = sum(alphas[k] * v for k, v in terms.items())
         return total, terms  # type: ignore[return-value]
 
