@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from distilrank.data.passages import PassageSplit, score_in_passages
+from distilrank.data.passages import PassageSplit, default_score_batch_size, score_in_passages
 from distilrank.errors import ConfigError, MissingExtraError
 
 logger = logging.getLogger(__name__)
@@ -94,7 +94,7 @@ class OnnxCrossEncoder:
         self,
         pairs: Sequence[tuple[str, str]],
         *,
-        batch_size: int = 64,
+        batch_size: int = 0,
         max_length: int | None = None,
         show_progress: bool = False,
     ) -> list[float]:
@@ -108,4 +108,5 @@ class OnnxCrossEncoder:
             return self.session.run(None, feeds)[0].reshape(-1)  # (B, 1) -> (B,)
 
         return score_in_passages(self.tokenizer, pairs, run_batch, max_length=max_length or self.max_length,
-                                 split=self.passages, batch_size=batch_size, show_progress=show_progress)
+                                 split=self.passages, batch_size=batch_size or default_score_batch_size(self.device),
+                                 show_progress=show_progress)

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
+from distilrank.data.passages import default_score_batch_size
 from distilrank.errors import ConfigError
 from distilrank.models.bi_encoder import BiEncoder, is_bi_encoder_checkpoint
 from distilrank.models.cross_encoder import CrossEncoder
@@ -37,9 +38,11 @@ class Reranker:
         >>> rr.rank("how do I sort a list", ["sorted(iterable)...", "..."], top_k=3)  # doctest: +SKIP
     """
 
-    def __init__(self, model: CrossEncoder | Seq2SeqReranker | OnnxCrossEncoder, batch_size: int = 64) -> None:
+    def __init__(self, model: CrossEncoder | Seq2SeqReranker | OnnxCrossEncoder, batch_size: int = 0) -> None:
+        if batch_size < 0:
+            raise ConfigError(f"batch_size must be >= 0 (0: 16 pairs on CPU, 64 on GPU), got {batch_size}")
         self.model = model
-        self.batch_size = batch_size
+        self.batch_size = batch_size or default_score_batch_size(model.device)
 
     @classmethod
     def load(
@@ -47,7 +50,7 @@ class Reranker:
         path: str | Path,
         *,
         device: str | None = None,
-        batch_size: int = 64,
+        batch_size: int = 0,
         max_length: int | None = None,
         dtype: torch.dtype | None = None,
         backend: str = "auto",
@@ -58,7 +61,8 @@ class Reranker:
         """Load a saved reranker folder: any HF sequence-classification or T5-family (monoT5) checkpoint.
 
         ``backend``: "torch" (PyTorch), "onnx" (onnxruntime on ``model.onnx``, CPU only) or "auto"
-        (ONNX when the folder holds ``model.onnx``, else PyTorch).
+        (ONNX when the folder holds ``model.onnx``, else PyTorch). ``batch_size`` 0: pairs per forward
+        pass chosen by device, 16 on CPU (faster there than larger batches) and 64 on GPU.
 
         Documents longer than ``max_length``: ``long_documents`` "firstp" (truncated) or "maxp" (the best
         of overlapping passages sharing ``passage_stride`` tokens, at most ``max_passages``); left

@@ -255,7 +255,7 @@ def create_app(reranker: Reranker, cfg: ServeConfig, model_name: str = "") -> fa
 
     name = model_name or Path(cfg.model).name or str(cfg.model)
     # reranker.score already batches by batch_size; several of its batches per call amortise the thread hop
-    scorer = BatchScorer(reranker.score, wait_s=cfg.batch_wait_ms / 1000, max_pairs=4 * cfg.batch_size)
+    scorer = BatchScorer(reranker.score, wait_s=cfg.batch_wait_ms / 1000, max_pairs=max(256, 4 * getattr(reranker, "batch_size", 64)))
     request_model = _request_model()
 
     @contextlib.asynccontextmanager

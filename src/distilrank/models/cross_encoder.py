@@ -16,6 +16,7 @@ from transformers import AutoModelForSequenceClassification, AutoTokenizer, Batc
 
 from distilrank.data.passages import (
     PassageSplit,
+    default_score_batch_size,
     encode_passages,
     max_per_owner_torch,
     score_in_passages,
@@ -198,7 +199,7 @@ class CrossEncoder(nn.Module):
         self,
         pairs: Sequence[tuple[str, str]],
         *,
-        batch_size: int = 64,
+        batch_size: int = 0,
         max_length: int | None = None,
         show_progress: bool = False,
     ) -> list[float]:
@@ -211,6 +212,7 @@ class CrossEncoder(nn.Module):
         """
         was_training, device = self.model.training, self.device
         self.model.eval()
+        batch_size = batch_size or default_score_batch_size(device)  # 0: 16 on CPU, 64 on GPU
 
         def run_batch(batch: dict[str, Tensor]) -> np.ndarray:
             features = {k: v.to(device) for k, v in batch.items()}

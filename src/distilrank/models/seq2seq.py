@@ -21,7 +21,7 @@ from torch import Tensor, nn
 from transformers import AutoConfig, AutoModelForSeq2SeqLM, AutoTokenizer, BatchEncoding
 
 from distilrank.data.collate import EncodedPairs, length_sorted_batches
-from distilrank.data.passages import SCORE_CHUNK
+from distilrank.data.passages import SCORE_CHUNK, default_score_batch_size
 from distilrank.errors import ConfigError
 from distilrank.models.cross_encoder import (
     CrossEncoder,
@@ -245,20 +245,20 @@ class Seq2SeqReranker(nn.Module):
     ) -> Iterator[tuple[np.ndarray, Tensor]]:
         encoded = self._encoded([q for q, _ in pairs], [d for _, d in pairs], max_length)
         device = self.device
-        for rows in length_sorted_batches(encoded.lengths, batch_size):
+        for rows in length_sorted_batches(encoded.lengths, batch_size or default_score_batch_size(device)):
             features = {k: v.to(device) for k, v in encoded.batch(rows).items()}
             yield rows, self(**features).float().cpu()  # (b, 2)
             progress(len(rows))
 
     def score_logits(
-        self, pairs: Sequence[tuple[str, str]], *, batch_size: int = 64, max_length: int | None = None,
+        self, pairs: Sequence[tuple[str, str]], *, batch_size: int = 0, max_length: int | None = None,
         show_progress: bool = False,
     ) -> list[tuple[float, float]]:
         """``(false_logit, true_logit)`` of each (query, document) pair, in input order (what InRanker distils)."""
         return [tuple(row) for row in self._pair_logits(pairs, batch_size, max_length, show_progress).tolist()]
 
     def score(
-        self, pairs: Sequence[tuple[str, str]], *, batch_size: int = 64, max_length: int | None = None,
+        self, pairs: Sequence[tuple[str, str]], *, batch_size: int = 0, max_length: int | None = None,
         show_progress: bool = False,
     ) -> list[float]:
         """monoT5 scores: ``log_softmax([false, true])[1]`` (log P(true)) per pair, in input order."""
