@@ -55,16 +55,16 @@ def test_seq2seq_checkpoint_ranks_by_log_p_true(tmp_path):
 
 
 def test_batch_size_defaults_by_device(tiny_model):
-    """0 (the default everywhere) picks 16 pairs per pass on CPU, 64 on GPU; an explicit size is kept."""
+    """0 (the default everywhere) picks 8 pairs per pass on CPU, 64 on GPU; an explicit size is kept."""
     import torch
 
     from distilrank.config import EvalConfig, RankConfig, ServeConfig
     from distilrank.data.passages import default_score_batch_size
 
-    assert Reranker.load(tiny_model, device="cpu").batch_size == 16
+    assert Reranker.load(tiny_model, device="cpu").batch_size == 8
     assert Reranker.load(tiny_model, device="cpu", batch_size=5).batch_size == 5
     assert default_score_batch_size(torch.device("cuda", 0)) == 64
-    assert default_score_batch_size("cuda:1") == 64 and default_score_batch_size("cpu") == 16
+    assert default_score_batch_size("cuda:1") == 64 and default_score_batch_size("cpu") == 8
     assert EvalConfig().batch_size == RankConfig(model="m", query="q", documents="d").batch_size == 0
     for make in (lambda: EvalConfig(batch_size=-1), lambda: ServeConfig(model="m", batch_size=-1)):
         with pytest.raises(ConfigError, match="batch_size must be >= 0"):

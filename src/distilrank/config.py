@@ -300,7 +300,7 @@ class ServeConfig:
     host: str = "127.0.0.1"
     port: int = 8000
     backend: str = "auto"  # "auto" (ONNX when the folder holds model.onnx), "torch" or "onnx"
-    batch_size: int = 0  # pairs per forward pass; 0: 16 on CPU, 64 on GPU
+    batch_size: int = 0  # pairs per forward pass; 0: 8 on CPU, 64 on GPU
     max_documents: int = 1000  # documents per request; more -> 413
     max_document_chars: int = 20_000  # characters per document; more -> 413
     max_query_chars: int = 2_000
@@ -316,7 +316,7 @@ class ServeConfig:
         _check(bool(self.model), "model is required: a saved reranker folder")
         _check(self.backend in ("auto", "torch", "onnx"), f"backend must be auto, torch or onnx, got {self.backend!r}")
         _check(0 < self.port < 65536, f"port must be in [1, 65535], got {self.port}")
-        _check(self.batch_size >= 0, f"batch_size must be >= 0 (0: 16 on CPU, 64 on GPU), got {self.batch_size}")
+        _check(self.batch_size >= 0, f"batch_size must be >= 0 (0: 8 on CPU, 64 on GPU), got {self.batch_size}")
         _check_positive(self, "max_documents", "max_document_chars", "max_query_chars",
                         "max_body_bytes")
         _check(0 <= self.batch_wait_ms <= 1000, f"batch_wait_ms must be in [0, 1000], got {self.batch_wait_ms}")
@@ -331,7 +331,7 @@ class EvalConfig:
     split: str = "test"
     first_stage: str = "bm25"  # "bm25" (built on the fly) or a TREC / rank_llm JSON run file
     top_k: int = 100
-    batch_size: int = 0  # pairs per forward pass; 0: 16 on CPU, 64 on GPU
+    batch_size: int = 0  # pairs per forward pass; 0: 8 on CPU, 64 on GPU
     max_length: int = 0  # 0: the length the model was trained with
     max_queries: int = 0  # 0: all judged queries
     fusion_weight: float = 0.0  # weight of the z-normalised first-stage score in the final score
@@ -349,7 +349,7 @@ class EvalConfig:
         _check(bool(self.data), "data is required: a BEIR folder, TREC folder, 'demo' or hub name")
         _check_passages(self)
         _check_positive(self, "top_k")
-        _check(self.batch_size >= 0, f"batch_size must be >= 0 (0: 16 on CPU, 64 on GPU), got {self.batch_size}")
+        _check(self.batch_size >= 0, f"batch_size must be >= 0 (0: 8 on CPU, 64 on GPU), got {self.batch_size}")
         _check(self.max_length >= 0, "max_length must be >= 0 (0: the model's own)")
         _check(self.max_queries >= 0, "max_queries must be >= 0")
         _check(self.relevance_level >= 1, "relevance_level must be >= 1")
@@ -418,7 +418,7 @@ class RankConfig:
     query: str = ""
     documents: str = ""  # a text file, one document per line
     top_k: int = 10
-    batch_size: int = 0  # pairs per forward pass; 0: 16 on CPU, 64 on GPU
+    batch_size: int = 0  # pairs per forward pass; 0: 8 on CPU, 64 on GPU
     max_length: int = 0  # 0: the length the model was trained with
     # documents longer than max_length: "firstp" (truncate), "maxp" (best of overlapping passages), "": the model's own
     long_documents: str = ""
@@ -431,7 +431,7 @@ class RankConfig:
         _check(bool(self.query.strip()), "query is required and must not be empty")
         _check(bool(self.documents), "documents is required: a text file with one document per line")
         _check_positive(self, "top_k")
-        _check(self.batch_size >= 0, f"batch_size must be >= 0 (0: 16 on CPU, 64 on GPU), got {self.batch_size}")
+        _check(self.batch_size >= 0, f"batch_size must be >= 0 (0: 8 on CPU, 64 on GPU), got {self.batch_size}")
         _check(self.max_length >= 0, "max_length must be >= 0 (0: the model's own)")
 
 

@@ -22,7 +22,7 @@ from distilrank.errors import ConfigError
 
 MODES = ("firstp", "maxp")
 SCORE_CHUNK = 16384  # pairs tokenized at once when scoring: bounds the memory of the token lists
-CPU_SCORE_BATCH = 16  # pairs per forward pass on a CPU (see default_score_batch_size)
+CPU_SCORE_BATCH = 8  # pairs per forward pass on a CPU (see default_score_batch_size)
 GPU_SCORE_BATCH = 64  # pairs per forward pass on a GPU
 CONFIG_KEY = "distilrank_passages"  # the attribute of a saved model's config.json that records the split
 
@@ -201,12 +201,13 @@ def describe_stats(stats: dict[str, Any]) -> str:
 
 
 def default_score_batch_size(device: Any) -> int:
-    """Pairs per scoring batch when the caller sets none (``batch_size`` 0): 16 on a CPU, 64 on a GPU.
+    """Pairs per scoring batch when the caller sets none (``batch_size`` 0): 8 on a CPU, 64 on a GPU.
 
-    On CPU smaller batches keep each layer's activations in cache: on this project's 2-core
-    machine, batches of 16 scored TREC DL 2019 pairs 16-17% faster than 32 and 26-46% faster than
-    64 (PyTorch, ONNX fp32 and int8 alike), and demo pairs 5% faster than 32 (benchmarks/RESULTS.md,
-    "scoring batch size on CPU"). GPUs want large batches.
+    On CPU small batches keep each layer's activations in cache. On this project's 2-core machine
+    (``benchmarks/bench_batch_size.py``, RESULTS.md "Scoring batch size on CPU"), batches of 8 scored
+    TREC DL 2019 pairs 4-12% faster than 16, 12-21% faster than 32 and 32-53% faster than 64, for
+    PyTorch, ONNX fp32 and ONNX int8 alike. On the shorter demo pairs, 8 and 16 were within 5% of
+    each other and both faster than 64. GPUs want large batches.
     """
     kind = device.type if isinstance(device, torch.device) else str(device).split(":")[0]
     return GPU_SCORE_BATCH if kind not in ("cpu", "") else CPU_SCORE_BATCH

@@ -40,7 +40,7 @@ class Reranker:
 
     def __init__(self, model: CrossEncoder | Seq2SeqReranker | OnnxCrossEncoder, batch_size: int = 0) -> None:
         if batch_size < 0:
-            raise ConfigError(f"batch_size must be >= 0 (0: 16 pairs on CPU, 64 on GPU), got {batch_size}")
+            raise ConfigError(f"batch_size must be >= 0 (0: 8 pairs on CPU, 64 on GPU), got {batch_size}")
         self.model = model
         self.batch_size = batch_size or default_score_batch_size(model.device)
 
@@ -62,7 +62,7 @@ class Reranker:
 
         ``backend``: "torch" (PyTorch), "onnx" (onnxruntime on ``model.onnx``, CPU only) or "auto"
         (ONNX when the folder holds ``model.onnx``, else PyTorch). ``batch_size`` 0: pairs per forward
-        pass chosen by device, 16 on CPU (faster there than larger batches) and 64 on GPU.
+        pass chosen by device, 8 on CPU (faster there than larger batches) and 64 on GPU.
 
         Documents longer than ``max_length``: ``long_documents`` "firstp" (truncated) or "maxp" (the best
         of overlapping passages sharing ``passage_stride`` tokens, at most ``max_passages``); left

@@ -212,7 +212,7 @@ class CrossEncoder(nn.Module):
         """
         was_training, device = self.model.training, self.device
         self.model.eval()
-        batch_size = batch_size or default_score_batch_size(device)  # 0: 16 on CPU, 64 on GPU
+        batch_size = batch_size or default_score_batch_size(device)  # 0: 8 on CPU, 64 on GPU
 
         def run_batch(batch: dict[str, Tensor]) -> np.ndarray:
             features = {k: v.to(device) for k, v in batch.items()}
