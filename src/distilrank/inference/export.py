@@ -116,8 +116,9 @@ def _fuse_attention(path: Path, config: Any) -> dict[str, int]:
         return {}
     candidate = path.with_suffix(".fused.onnx")
     fused.save_model_to_file(str(candidate))
-    feeds = _example_feeds(config, path)
-    before = make_session(path).run(None, feeds)[0]
+    traced = make_session(path)
+    feeds = _example_feeds(config, [i.name for i in traced.get_inputs()])
+    before = traced.run(None, feeds)[0]
     after = make_session(candidate).run(None, feeds)[0]
     if not np.allclose(before, after, atol=1e-4, rtol=0):
         logger.warning("fused attention changed the logits by %.2e; the export is unfused",
@@ -128,9 +129,8 @@ def _fuse_attention(path: Path, config: Any) -> dict[str, int]:
     return counts
 
 
-def _example_feeds(config: Any, path: Path) -> dict[str, np.ndarray]:
-    """Two padded rows of random token ids for every input the graph at ``path`` takes."""
-    names = [i.name for i in make_session(path).get_inputs()]
+def _example_feeds(config: Any, names: Sequence[str]) -> dict[str, np.ndarray]:
+    """Two rows of random token ids (the second one padded) for the graph inputs ``names``."""
     rng = np.random.default_rng(0)
     ids = rng.integers(1, max(2, min(getattr(config, "vocab_size", 1000), 30000)), size=(2, 24), dtype=np.int64)
     mask = np.ones((2, 24), dtype=np.int64)
