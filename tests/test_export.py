@@ -180,3 +180,28 @@ def test_missing_onnxruntime_names_the_extra(fp32_dir, monkeypatch):
 def test_onnx_folder_without_model_file(tiny_model):
     with pytest.raises(ConfigError, match="no model.onnx in"):
         OnnxCrossEncoder.from_pretrained(tiny_model)
+
+
+def test_unfusable_or_mismatching_fusion_keeps_the_traced_graph(spread_model, tmp_path, monkeypatch, caplog):
+    """An unknown model type, or a fused graph whose logits differ, leaves a correct unfused export."""
+    import onnx
+
+    import distilrank.inference.export as export
+
+    pairs = varied_pairs(20, seed=3)
+    reference = np.asarray(CrossEncoder.from_pretrained(str(spread_model)).score(pairs))
+
+    def check(folder: Path) -> None:
+        assert json.loads((folder / "onnx.json").read_text())["fused"] == {}
+        ops = {node.op_type for node in onnx.load(str(folder / "model.onnx")).graph.node}
+        assert "Attention" not in ops and "IsNaN" not in ops  # eager attention, not fused
+        assert not list(folder.glob("*.fused.onnx"))
+        np.testing.assert_allclose(OnnxCrossEncoder.from_pretrained(folder).score(pairs), reference, atol=1e-4, rtol=0)
+
+    with monkeypatch.context() as m:
+        m.setattr(export, "FUSABLE_MODEL_TYPES", set())
+        check(export_onnx(spread_model, tmp_path / "unknown-type"))
+    with monkeypatch.context() as m:
+        m.setattr(export.np, "allclose", lambda *a, **k: False)  # as if the fused logits had moved
+        check(export_onnx(spread_model, tmp_path / "mismatch"))
+    assert "fused attention changed the logits" in caplog.text
