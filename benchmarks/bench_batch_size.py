@@ -11,7 +11,6 @@ same sizes for reference.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import tempfile
@@ -23,7 +22,12 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_inference import cut_run, export_models, load_demo, load_trec, run_pairs  # noqa: E402
-from bench_vs_sentence_transformers import DEFAULT_DATA, machine_info  # noqa: E402
+from bench_vs_sentence_transformers import (  # noqa: E402
+    DEFAULT_DATA,
+    quiet_transformers,
+    results_header,
+    save_results,
+)
 
 SIZES = (8, 16, 32, 64)
 
@@ -82,12 +86,9 @@ def markdown(name: str, r: dict[str, Any]) -> str:
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
-    from transformers.utils import logging as hf_logging
-
-    hf_logging.set_verbosity_error()
-    hf_logging.disable_progress_bar()
-    results: dict[str, Any] = {"command": " ".join([Path(sys.argv[0]).name, *(argv or sys.argv[1:])]),
-                               "machine": machine_info(), "load_avg_start": os.getloadavg(), "datasets": {}}
+    quiet_transformers()
+    results = {**results_header(args, argv), "datasets": {}}
+    started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="bench-batch-") as tmp:
         work = Path(tmp)
         onnx = export_models(args.model, work)
@@ -98,9 +99,7 @@ def main(argv: list[str] | None = None) -> None:
             pairs = [p for qp in run_pairs(dataset, cut_run(run, args.queries)) for p in qp]
             print(f"\n{name}: {len(pairs)} pairs", flush=True)
             results["datasets"][name] = measure(args.model, onnx, pairs, max_length, args.repeats)
-    results["load_avg_end"] = os.getloadavg()
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
+    save_results(results, args.out, started)
     for name, r in results["datasets"].items():
         print("\n" + markdown(name, r))
     print(f"\nwrote {args.out}")

@@ -36,6 +36,7 @@ from bench_vs_sentence_transformers import (  # noqa: E402
     TREC,
     TRIPLES,
     load_eval_pairs,
+    quiet_transformers,
     results_header,
     save_results,
 )
@@ -186,10 +187,7 @@ def main(argv: list[str] | None = None) -> None:
     missing = [str(args.data / r) for r in (TREC, TRIPLES, WIKI) if not (args.data / r).exists()]
     if missing:
         sys.exit(f"benchmark data not found: {', '.join(missing)} (pass --data)")
-    from transformers.utils import logging as hf_logging
-
-    hf_logging.set_verbosity_error()
-    hf_logging.disable_progress_bar()
+    quiet_transformers()
     results: dict[str, Any] = results_header(args, argv)
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="bench-distill-") as tmp:

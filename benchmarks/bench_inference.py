@@ -41,8 +41,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_vs_sentence_transformers import (  # noqa: E402
     DEFAULT_DATA,
     TREC,
-    machine_info,
     make_start_model,
+    quiet_transformers,
+    results_header,
     timed,
 )
 
@@ -421,13 +422,8 @@ def bench_all(args: argparse.Namespace, results: dict[str, Any]) -> dict[str, fl
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
-    from transformers.utils import logging as hf_logging
-
-    hf_logging.set_verbosity_error()  # the fresh head's "newly initialized" report, on every load
-    hf_logging.disable_progress_bar()  # "Loading weights" bars, four per dataset
-    results: dict[str, Any] = {"command": " ".join([Path(sys.argv[0]).name, *(argv or sys.argv[1:])]),
-                               "machine": machine_info(), "load_avg_start": os.getloadavg(),
-                               "settings": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}}
+    quiet_transformers()
+    results = results_header(args, argv)
     matmul = bench_all(args, results)
     results["load_avg_end"] = os.getloadavg()
     args.out.parent.mkdir(parents=True, exist_ok=True)

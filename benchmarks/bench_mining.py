@@ -39,7 +39,14 @@ from typing import Any
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_vs_sentence_transformers import DEFAULT_DATA, MODEL, TREC, results_header, save_results  # noqa: E402
+from bench_vs_sentence_transformers import (  # noqa: E402
+    DEFAULT_DATA,
+    MODEL,
+    TREC,
+    quiet_transformers,
+    results_header,
+    save_results,
+)
 
 NEGATIVE_KINDS = ("random", "bm25", "dense", "static")
 
@@ -246,10 +253,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.worker:
         run_worker(args)
         return
-    from transformers.utils import logging as hf_logging
-
-    hf_logging.set_verbosity_error()
-    hf_logging.disable_progress_bar()
+    quiet_transformers()
     results: dict[str, Any] = results_header(args, argv)
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="bench-mining-") as tmp:

@@ -39,7 +39,7 @@ from typing import Any
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_vs_sentence_transformers import MODEL, results_header, save_results  # noqa: E402
+from bench_vs_sentence_transformers import MODEL, quiet_transformers, results_header, save_results  # noqa: E402
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -258,10 +258,7 @@ def markdown(r: dict[str, Any]) -> str:
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
-    from transformers.utils import logging as hf_logging
-
-    hf_logging.set_verbosity_error()
-    hf_logging.disable_progress_bar()
+    quiet_transformers()
     results: dict[str, Any] = results_header(args, argv)
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="bench-soft-") as tmp:

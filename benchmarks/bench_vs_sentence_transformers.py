@@ -78,6 +78,14 @@ def results_header(args: argparse.Namespace, argv: list[str] | None) -> dict[str
             "settings": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}}
 
 
+def quiet_transformers() -> None:
+    """Silence transformers' per-load chatter (a fresh head's "newly initialized" report, weight-loading bars)."""
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+
+
 def save_results(results: dict[str, Any], out: Path, started: float) -> None:
     """Add the wall time and the final load, then write ``results`` as JSON to ``out``."""
     results["seconds"] = round(time.perf_counter() - started, 1)
@@ -298,12 +306,8 @@ def markdown(results: dict[str, Any]) -> str:
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     check_data(args.data)
-    from transformers.utils import logging as hf_logging
-
-    hf_logging.set_verbosity_error()  # the fresh head's "newly initialized" report, on every load
-    results: dict[str, Any] = {"command": " ".join([Path(sys.argv[0]).name, *(argv or sys.argv[1:])]),
-                               "machine": machine_info(), "load_avg_start": os.getloadavg(),
-                               "settings": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}}
+    quiet_transformers()
+    results = results_header(args, argv)
     dataset, run, pairs = load_eval_pairs(args.data, args.max_pairs)
     with tempfile.TemporaryDirectory(prefix="bench-vs-st-") as tmp:
         work = Path(tmp)

@@ -420,12 +420,8 @@ def run(args: argparse.Namespace, work: Path, results: dict[str, Any]) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    from transformers.utils import logging as hf_logging
-
-    hf_logging.set_verbosity_error()  # the fresh head's "newly initialized" report
-    results: dict[str, Any] = {"command": " ".join([Path(sys.argv[0]).name, *(argv or sys.argv[1:])]),
-                               "machine": bench.machine_info(), "load_avg_start": os.getloadavg(),
-                               "settings": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}}
+    bench.quiet_transformers()
+    results = bench.results_header(args, argv)
     with tempfile.TemporaryDirectory(prefix="load-test-") as tmp:
         run(args, Path(tmp), results)
     results["load_avg_end"] = os.getloadavg()
