@@ -1,6 +1,6 @@
 """Scoring speed by batch size on CPU: PyTorch fp32, ONNX fp32, ONNX int8 and sentence-transformers.
 
-Why ``batch_size`` 0 means 16 pairs per forward pass on a CPU (``default_score_batch_size``): the same
+Why ``batch_size`` 0 means 8 pairs per forward pass on a CPU (``default_score_batch_size``): the same
 pairs are scored at each batch size by each backend, sizes and backends interleaved, best of
 ``--repeats`` kept (the least disturbed run). sentence-transformers' ``predict`` is measured at the
 same sizes for reference.

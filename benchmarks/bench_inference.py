@@ -240,34 +240,40 @@ def matmul_gflops(size: int, runs: int = 5) -> dict[str, float]:
     also compared with a MatMul run by onnxruntime. Large matrices (4096) average out a busy CPU
     better than short products.
     """
-    import numpy as np
     import torch
+
+    a, b = torch.randn(size, size), torch.randn(size, size)
+    out = {"torch": best_gflops(lambda: torch.matmul(a, b), size, runs)}
+    out["onnxruntime"] = best_gflops(ort_matmul(size), size, runs)
+    return out
+
+
+def ort_matmul(size: int) -> Callable[[], Any]:
+    """A call of onnxruntime's fp32 MatMul on two random ``size`` x ``size`` matrices (2 n^3 FLOPs)."""
+    import numpy as np
     from onnx import TensorProto, helper
 
     from distilrank.inference.onnx_backend import import_onnxruntime
 
-    a, b = torch.randn(size, size), torch.randn(size, size)
-    out = {"torch": best_gflops(lambda: torch.matmul(a, b), size, runs)}
     ort = import_onnxruntime()
+    rng = np.random.default_rng(0)
     spec = [helper.make_tensor_value_info(n, TensorProto.FLOAT, [size, size]) for n in "ABC"]
     graph = helper.make_graph([helper.make_node("MatMul", ["A", "B"], ["C"])], "matmul", spec[:2], spec[2:])
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8  # readable by older onnxruntime builds too
     session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
-    feeds = {"A": a.numpy(), "B": np.ascontiguousarray(b.numpy())}
-    out["onnxruntime"] = best_gflops(lambda: session.run(None, feeds), size, runs)
-    return out
+    feeds = {n: rng.standard_normal((size, size), dtype=np.float32) for n in "AB"}
+    return lambda: session.run(None, feeds)
 
 
-def model_flops(model, pairs: list, max_length: int) -> dict[str, float]:
+def model_flops(config, tokenizer, pairs: list, max_length: int) -> dict[str, float]:
     """FLOPs of the encoder on the real tokens: per token per layer 2(4H^2 + 2HI) + 4LH (L = row length).
 
     Each pair is tokenized alone (truncated to ``max_length``, no padding), so padding in the
     measured batches counts as overhead, not as work.
     """
-    cfg = model.model.config
-    h, inter, layers = cfg.hidden_size, cfg.intermediate_size, cfg.num_hidden_layers
-    enc = model.tokenizer([q for q, _ in pairs], [d for _, d in pairs], truncation=True, max_length=max_length)
+    h, inter, layers = config.hidden_size, config.intermediate_size, config.num_hidden_layers
+    enc = tokenizer([q for q, _ in pairs], [d for _, d in pairs], truncation=True, max_length=max_length)
     lengths = [len(ids) for ids in enc["input_ids"]]
     flops = sum(layers * n * (2 * (4 * h * h + 2 * h * inter) + 4 * n * h) for n in lengths)
     return {"flops": float(flops), "tokens": float(sum(lengths)), "mean_length": sum(lengths) / len(lengths)}
@@ -345,7 +351,7 @@ def bench_dataset(name: str, dataset, run: dict, model_dir: Path, onnx: dict[str
           f"max_length {max_length}", flush=True)
     scorers, torch_model = load_scorers(model_dir, onnx, args, max_length)
     speed, outputs = throughput(scorers, pairs, args.repeats)
-    work = model_flops(torch_model, pairs, max_length)
+    work = model_flops(torch_model.model.config, torch_model.tokenizer, pairs, max_length)
     speed["gflops"] = {n: work["flops"] / statistics.median(speed["seconds"][n]) / 1e9
                        for n in ("torch fp32", "onnx fp32")}
     result = {"queries": len(run), "max_length": max_length, "relevance_level": relevance_level,
