@@ -13,7 +13,13 @@ recipe and budget, and ranked:
 Scoring speed: reranker pairs/s of student and teacher on the TREC DL pairs (interleaved
 repetitions, medians). Writes everything to ``--out`` and prints markdown tables.
 
+``--loss`` picks the reranker: ``listwise`` (default) fine-tunes cross-encoders; ``mnrl`` or
+``triplet`` fine-tunes bi-encoders (mean pooling, a pair scored by the cosine of its embeddings),
+which keep the packaged sentence-embedding model's strength. ``--alphas`` sets the distillation
+terms (KL, MLM, cosine).
+
     python benchmarks/bench_distillation.py --out benchmarks/results/distillation.json
+    python benchmarks/bench_distillation.py --loss mnrl --learning-rate 1e-4 --out benchmarks/results/distillation_bi.json
 """
 
 from __future__ import annotations
@@ -61,7 +67,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--speed-repeats", type=int, default=3)
     p.add_argument("--seed", type=int, default=13)
     p.add_argument("--skip-trec", action="store_true")
-    return p.parse_args(argv)
+    p.add_argument("--loss", default="listwise", choices=("listwise", "mnrl", "triplet"),
+                   help="fine-tuning loss: listwise trains cross-encoders, mnrl/triplet bi-encoders")
+    p.add_argument("--alphas", default="5,2,1", help="distillation weights alpha_ce,alpha_mlm,alpha_cos")
+    args = p.parse_args(argv)
+    try:
+        args.alpha_ce, args.alpha_mlm, args.alpha_cos = (float(x) for x in args.alphas.split(","))
+    except ValueError:
+        p.error(f"--alphas {args.alphas}: give three numbers, e.g. 5,2,1")
+    return args
 
 
 def distill(corpus: str, out: Path, args: argparse.Namespace, **kw: Any) -> dict[str, Any]:
@@ -72,7 +86,8 @@ def distill(corpus: str, out: Path, args: argparse.Namespace, **kw: Any) -> dict
     return run_distill(DistillConfig(
         data=corpus, teacher=MODEL, output_dir=str(out), layers=layers, max_steps=args.distill_steps,
         batch_size=args.distill_batch_size, learning_rate=args.distill_lr, head_fit_steps=args.head_fit_steps,
-        eval_blocks=128, seed=args.seed, **kw))
+        alpha_ce=args.alpha_ce, alpha_mlm=args.alpha_mlm, alpha_cos=args.alpha_cos, eval_blocks=128, seed=args.seed,
+        **kw))
 
 
 def copied_student(out: Path, args: argparse.Namespace) -> Path:
@@ -94,13 +109,14 @@ def finetune(model: str, train_file: Path, out: Path, args: argparse.Namespace, 
 
 
 def ndcg(dataset: Any, run: Any, model_dir: Path | None, top_k: int, max_length: int, level: int) -> dict[str, float]:
+    """BM25's metrics (``model_dir`` None), or those of the saved reranker there (cross- or bi-encoder)."""
     from distilrank.evaluation.ranking import evaluate_reranking
-    from distilrank.models.cross_encoder import CrossEncoder
+    from distilrank.inference.reranker import Reranker
 
     if model_dir is None:
         return evaluate_reranking(dataset, run, None, top_k, relevance_level=level).first_stage
-    model = CrossEncoder.from_pretrained(str(model_dir), max_length=max_length)
-    return evaluate_reranking(dataset, run, lambda p: model.score(p), top_k, relevance_level=level).reranked
+    model = Reranker.load(model_dir, max_length=max_length, batch_size=32)
+    return evaluate_reranking(dataset, run, model.score, top_k, relevance_level=level).reranked
 
 
 def demo_setting(work: Path, args: argparse.Namespace, copied: Path) -> dict[str, Any]:
@@ -122,7 +138,7 @@ def demo_setting(work: Path, args: argparse.Namespace, copied: Path) -> dict[str
     rows: dict[str, Any] = {"BM25": ndcg(test, run, None, 20, 96, 1)}
     for name, start in starts.items():
         out = work / f"demo-ft-{len(rows)}"
-        train_info = finetune(start, groups, out, args, loss="listwise", max_steps=args.demo_steps, batch_size=4,
+        train_info = finetune(start, groups, out, args, loss=args.loss, max_steps=args.demo_steps, batch_size=4,
                               group_size=8, max_length=96)
         rows[name] = {**ndcg(test, run, out / "model", 20, 96, 1), "train_seconds": train_info["seconds"]}
     return {"distillation": report, "rankings": rows, "queries": len(run)}
@@ -138,7 +154,7 @@ def trec_setting(work: Path, args: argparse.Namespace, copied: Path) -> dict[str
     rows: dict[str, Any] = {"BM25": ndcg(dataset, run, None, 100, 256, 2)}
     for name, start in starts.items():
         out = work / f"trec-ft-{len(rows)}"
-        train_info = finetune(start, args.data / TRIPLES, out, args, loss="listwise", epochs=args.trec_epochs,
+        train_info = finetune(start, args.data / TRIPLES, out, args, loss=args.loss, epochs=args.trec_epochs,
                               batch_size=8, group_size=2, max_length=256)
         rows[name] = {**ndcg(dataset, run, out / "model", 100, 256, 2), "train_seconds": train_info["seconds"]}
     return {"distillation": report, "rankings": rows, "models": {k: str(v) for k, v in starts.items()}}
@@ -146,16 +162,16 @@ def trec_setting(work: Path, args: argparse.Namespace, copied: Path) -> dict[str
 
 def scoring_speed(teacher: Path, student: Path, args: argparse.Namespace) -> dict[str, Any]:
     """Reranker pairs/s on the TREC DL pairs, teacher and student interleaved; medians."""
-    from distilrank.models.cross_encoder import CrossEncoder
+    from distilrank.inference.reranker import Reranker
 
     _, _, pairs = load_eval_pairs(args.data, 0)
-    models = {"teacher": CrossEncoder.from_pretrained(str(teacher), max_length=256),
-              "student": CrossEncoder.from_pretrained(str(student), max_length=256)}
+    models = {"teacher": Reranker.load(teacher, max_length=256, batch_size=32),
+              "student": Reranker.load(student, max_length=256, batch_size=32)}
     times: dict[str, list[float]] = {k: [] for k in models}
     for r in range(args.speed_repeats):
         for name in (list(models) if r % 2 == 0 else list(models)[::-1]):
             start = time.perf_counter()
-            models[name].score(pairs, batch_size=32)
+            models[name].score(pairs)
             times[name].append(time.perf_counter() - start)
     pps = {k: len(pairs) / statistics.median(v) for k, v in times.items()}
     return {"pairs": len(pairs), "pairs_per_s": pps, "ratio": pps["student"] / pps["teacher"]}

@@ -27,3 +27,29 @@ def test_demo_pipeline_writes_everything(tmp_path, tiny_model, capsys):
     assert yaml.safe_load((out / "train" / "config.yaml").read_text())["model"] == str(out / "distill" / "model")
     table = capsys.readouterr().out
     assert "bm25" in table and "untrained" in table and "reranker" in table
+
+
+def test_demo_with_an_embedding_loss_trains_and_scores_a_bi_encoder(tmp_path, tiny_model):
+    """loss=mnrl: the distilled student is fine-tuned as a bi-encoder, and the demo's 'reranker' row is the
+    trained bi-encoder's cosine (the same figure `distilrank eval` gives on the saved model)."""
+    from distilrank.data.readers import read_beir
+    from distilrank.evaluation.ranking import evaluate_reranking
+    from distilrank.evaluation.run import first_stage_run
+    from distilrank.inference.reranker import Reranker
+    from distilrank.models.bi_encoder import BiEncoder
+
+    out = tmp_path / "demo"
+    cfg = DemoConfig(output_dir=str(out), model=str(tiny_model), loss="mnrl", max_steps=2, batch_size=2,
+                     group_size=3, max_length=48, top_k=5, test_queries=8, fusion_weight=0.0, distill_steps=2,
+                     distill_batch_size=4, head_fit_steps=2)
+    metrics = run_demo(cfg)
+    model_dir = out / "train" / "model"
+    assert (model_dir / "bi_encoder.json").is_file() and "bi-encoder's cosine" in metrics["recipe"]
+    assert isinstance(Reranker.load(model_dir).model, BiEncoder)
+    test = read_beir(out / "data", "test")
+    bi = BiEncoder.from_pretrained(str(model_dir), max_length=48)
+    again = evaluate_reranking(test, first_stage_run(test, None, 5), lambda p: bi.score(p), 5)
+    assert again.reranked["nDCG@10"] == metrics["reranker"]["nDCG@10"]
+    untrained = BiEncoder.from_pretrained(str(out / "distill" / "model"), max_length=48)
+    before = evaluate_reranking(test, first_stage_run(test, None, 5), lambda p: untrained.score(p), 5)
+    assert before.reranked["nDCG@10"] == metrics["untrained"]["nDCG@10"]

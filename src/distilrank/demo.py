@@ -2,6 +2,9 @@
 
 build data -> distil a smaller student from the packaged encoder (MLM KD on the demo corpus) ->
 mine BM25 negatives -> score BM25 and the untrained student -> fine-tune it as a reranker -> evaluate.
+
+The reranker is a cross-encoder, or with ``loss=mnrl`` / ``loss=triplet`` a bi-encoder that scores a
+(query, document) pair by the cosine of their mean-pooled embeddings.
 """
 
 from __future__ import annotations
@@ -13,13 +16,21 @@ from typing import Any
 
 from accelerate.utils import set_seed
 
-from distilrank.config import DemoConfig, DistillConfig, MineConfig, TrainConfig, config_to_dict
+from distilrank.config import (
+    EMBEDDING_LOSSES,
+    DemoConfig,
+    DistillConfig,
+    MineConfig,
+    TrainConfig,
+    config_to_dict,
+)
 from distilrank.data.demo import DemoSizes, build_demo_dataset, write_beir
 from distilrank.data.readers import read_beir
 from distilrank.evaluation.ranking import evaluate_reranking
 from distilrank.evaluation.run import first_stage_run
 from distilrank.mining.negatives import mine_to_file
-from distilrank.models.cross_encoder import CrossEncoder
+from distilrank.models.bi_encoder import BiEncoder
+from distilrank.models.cross_encoder import CrossEncoder, keep_first_layers
 from distilrank.reports import format_table, plot_comparison, start_run, write_metrics
 from distilrank.training.run import run_training
 
@@ -54,6 +65,16 @@ def _distill_stage(cfg: DemoConfig, corpus: Path, out: Path) -> tuple[str, dict[
     return str(out / "model"), report
 
 
+def _load_reranker(cfg: DemoConfig, path: str) -> CrossEncoder | BiEncoder:
+    """The demo's reranker at ``path``: a cross-encoder, or a mean-pooling bi-encoder for an embedding loss."""
+    if cfg.loss in EMBEDDING_LOSSES:
+        model = BiEncoder.from_pretrained(path, max_length=cfg.max_length)
+        if cfg.num_layers:
+            keep_first_layers(model.model, cfg.num_layers)
+        return model
+    return CrossEncoder.from_pretrained(path, max_length=cfg.max_length, num_layers=cfg.num_layers)
+
+
 def run_demo(cfg: DemoConfig) -> dict[str, Any]:
     t0 = time.perf_counter()
     out = Path(cfg.output_dir or f"distilrank-demo-{time.strftime('%Y%m%d-%H%M%S')}")
@@ -77,7 +98,7 @@ def run_demo(cfg: DemoConfig) -> dict[str, Any]:
 
     run = first_stage_run(test, None, cfg.top_k)
     set_seed(cfg.seed)  # the untrained start's fresh head is the one training starts from
-    start = CrossEncoder.from_pretrained(model, max_length=cfg.max_length, num_layers=cfg.num_layers)
+    start = _load_reranker(cfg, model)
     _step(f"scoring BM25 and the untrained starting point on top-{cfg.top_k} of {len(run)} test queries")
     before = evaluate_reranking(test, run, lambda p: start.score(p, show_progress=True), cfg.top_k)
 
@@ -89,7 +110,7 @@ def run_demo(cfg: DemoConfig) -> dict[str, Any]:
         num_layers=cfg.num_layers, seed=cfg.seed, log_steps=10,
     )
     train_metrics = run_training(train_cfg)
-    trained = CrossEncoder.from_pretrained(str(out / "train" / "model"), max_length=cfg.max_length)
+    trained = _load_reranker(cfg, str(out / "train" / "model"))
     _step("scoring the trained reranker on the test queries")
     scorer = _memoized(lambda p: trained.score(p, show_progress=True))
     after = evaluate_reranking(test, run, scorer, cfg.top_k)
@@ -101,8 +122,9 @@ def run_demo(cfg: DemoConfig) -> dict[str, Any]:
     recipe = (f"{cfg.loss} loss over 1 positive + {cfg.group_size - 1} BM25 negatives (ranks 1-{cfg.rank_max}), "
               f"{cfg.batch_size} queries/step, lr {cfg.learning_rate}, {cfg.max_steps} steps, "
               f"max_length {cfg.max_length}, {cfg.num_layers or 'all'} encoder layers of "
-              f"{'the student distilled from ' + cfg.model if distilled else cfg.model}; "
-              "'reranker' is the cross-encoder's score alone"
+              f"{'the student distilled from ' + cfg.model if distilled else cfg.model}"
+              + ("; 'reranker' is the bi-encoder's cosine alone" if cfg.loss in EMBEDDING_LOSSES
+                 else "; 'reranker' is the cross-encoder's score alone")
               + (f", the fused row adds z-normalised BM25 scores with weight {cfg.fusion_weight}"
                  if cfg.fusion_weight else ""))
     metrics = {
