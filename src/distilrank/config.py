@@ -448,7 +448,7 @@ class DemoConfig:
     distill_learning_rate: float = 5e-4
     head_fit_steps: int = 60  # the packaged teacher has no MLM head: fit one first (encoder frozen)
     num_layers: int = 0
-    loss: str = "listwise"
+    loss: str = "listwise"  # a cross-encoder loss, or mnrl / triplet: fine-tune a bi-encoder reranker (cosine)
     max_steps: int = 200
     batch_size: int = 4
     group_size: int = 8
