@@ -14,6 +14,13 @@ On the demo set (the InRanker recipe at demo scale):
 4. nDCG@10 on the demo test queries (BM25 top-20) and scoring speed of teacher and students
    (interleaved repetitions, medians).
 
+``--student-encoder bi`` makes both students bi-encoders (mean pooling; a pair scored by the
+cosine of its two embeddings, each text encoded alone): the soft student learns the teacher's
+scores through ``scale * cos`` (``encoder=bi loss=kl``), the binary one the same groups with
+multiple-negatives ranking (``loss=mnrl``: the group's BM25 negatives plus every other passage of
+the batch). ``--student-layers 0,5`` keeps those teacher layers (a copy, as ``distilrank
+distill-mlm`` builds a student) instead of the first ones.
+
 ``--extra-packages numpy,torch`` adds InRanker's second ingredient at demo scale: many more
 queries, labelled by the teacher only. The docstrings of those installed packages are split like
 the demo's (summary line -> query, description -> document); every pair whose query or document
@@ -50,7 +57,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--rank-max", type=int, default=30, help="the labelled negatives come from BM25 ranks 1..rank-max")
     p.add_argument("--teacher-steps", type=int, default=200)
     p.add_argument("--teacher-lr", type=float, default=1.5e-4)
-    p.add_argument("--student-layers", type=int, default=2, help="first layers of MiniLM kept by the students")
+    p.add_argument("--student-layers", default="2", help="MiniLM layers kept by the students: a count (the first "
+                                                          "N) or a comma-separated list such as 0,5")
+    p.add_argument("--student-encoder", default="cross", choices=("cross", "bi"),
+                   help="cross: cross-encoder students (kl vs listwise); bi: bi-encoder students (kl vs mnrl)")
     p.add_argument("--student-model", default="", help="a student checkpoint to start from instead")
     p.add_argument("--student-steps", type=int, default=600)
     p.add_argument("--student-lr", type=float, default=3e-4)
@@ -103,27 +113,46 @@ def st_labelling(teacher: Path, groups: Path, max_length: int) -> dict[str, Any]
 
 
 def evaluate(test: Any, run: Any, model_dir: Path | None, max_length: int) -> dict[str, float]:
+    """BM25's metrics (``model_dir`` None), or those of the saved reranker there (cross- or bi-encoder)."""
     from distilrank.evaluation.ranking import evaluate_reranking
-    from distilrank.models.cross_encoder import CrossEncoder
+    from distilrank.inference.reranker import Reranker
 
     if model_dir is None:
         return evaluate_reranking(test, run, None, 20).first_stage
-    model = CrossEncoder.from_pretrained(str(model_dir), max_length=max_length)
-    return evaluate_reranking(test, run, lambda p: model.score(p), 20).reranked
+    model = Reranker.load(model_dir, max_length=max_length, batch_size=32)
+    return evaluate_reranking(test, run, model.score, 20).reranked
 
 
 def scoring_speed(models: dict[str, Path], pairs: list[tuple[str, str]], args: argparse.Namespace) -> dict[str, float]:
-    """pairs/s of each model on the test pairs, repetitions interleaved; medians."""
-    from distilrank.models.cross_encoder import CrossEncoder
+    """pairs/s of each model on the test pairs (batch 32), repetitions interleaved; medians."""
+    from distilrank.inference.reranker import Reranker
 
-    loaded = {k: CrossEncoder.from_pretrained(str(v), max_length=args.max_length) for k, v in models.items()}
+    loaded = {k: Reranker.load(v, max_length=args.max_length, batch_size=32) for k, v in models.items()}
     times: dict[str, list[float]] = {k: [] for k in loaded}
     for r in range(args.speed_repeats):
         for name in (list(loaded) if r % 2 == 0 else list(loaded)[::-1]):
             start = time.perf_counter()
-            loaded[name].score(pairs, batch_size=32)
+            loaded[name].score(pairs)
             times[name].append(time.perf_counter() - start)
     return {k: len(pairs) / statistics.median(v) for k, v in times.items()}
+
+
+def student_start(work: Path, args: argparse.Namespace) -> tuple[str, int]:
+    """The students' common start and the ``num_layers`` to train it with.
+
+    ``--student-model``: that checkpoint as is. A count N: MiniLM cut to its first N layers at load
+    time. A list: those MiniLM layers copied into a new checkpoint (embeddings kept).
+    """
+    if args.student_model:
+        return args.student_model, 0
+    if "," not in args.student_layers:
+        return MODEL, int(args.student_layers)
+    from distilrank.models.student import build_student, load_teacher, save_student
+
+    teacher, tokenizer, _ = load_teacher(MODEL)
+    save_student(build_student(teacher, [int(x) for x in args.student_layers.split(",")]), tokenizer,
+                 work / "student-start")
+    return str(work / "student-start"), 0
 
 
 def _norm(text: str) -> str:
@@ -221,13 +250,14 @@ def run(work: Path, args: argparse.Namespace) -> dict[str, Any]:
         soft_file = concatenate([work / "labels.jsonl", work / "extra-labels.jsonl"], work / "all-labels.jsonl")
         binary_file = concatenate([groups, extra_groups], work / "all-groups.jsonl")
         print(f"extra queries: {out['extra']}", flush=True)
-    start = args.student_model or MODEL
-    layers = 0 if args.student_model else args.student_layers
+    start, layers = student_start(work, args)
     budget = {"max_steps": args.student_steps, "learning_rate": args.student_lr, "num_layers": layers,
               "batch_size": args.student_batch_size, "mixed_precision": args.mixed_precision}
-    out["train"]["soft"] = train(start, soft_file, work / "soft", args, loss="kl",
-                                 temperature=args.temperature, **budget)
-    out["train"]["binary"] = train(start, binary_file, work / "binary", args, loss="listwise", **budget)
+    bi = args.student_encoder == "bi"
+    out["train"]["soft"] = train(start, soft_file, work / "soft", args, loss="kl", temperature=args.temperature,
+                                 encoder=args.student_encoder, **budget)
+    out["train"]["binary"] = train(start, binary_file, work / "binary", args, loss="mnrl" if bi else "listwise",
+                                   **budget)
     runs = first_stage_run(test, None, 20)
     models = {"teacher (6 layers)": teacher, "student, soft labels": work / "soft" / "model",
               "student, binary labels": work / "binary" / "model"}

@@ -69,7 +69,7 @@ def test_rank_rejects_blank_lines(tmp_path, tiny_model, capsys):
 
 
 def test_shipped_configs_load():
-    load_config(DemoConfig, ROOT / "configs" / "demo.yaml")
+    assert load_config(DemoConfig, ROOT / "configs" / "demo.yaml") == DemoConfig()  # it says: the default recipe
     for name in ("msmarco-triples-bce.yaml", "listwise-hard-negatives.yaml"):
         load_config(TrainConfig, ROOT / "configs" / name, ["train_file=x.jsonl"])
     wiki = load_config(DistillConfig, ROOT / "configs" / "distilbert-wikipedia.yaml")

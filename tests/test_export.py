@@ -171,6 +171,16 @@ def test_seq2seq_checkpoint_is_refused(tmp_path):
     assert not (tmp_path / "t5-onnx").exists()
 
 
+def test_bi_encoder_checkpoint_is_refused(tiny_model, tmp_path):
+    """A bi-encoder has no classifier: exporting it as a cross-encoder would score with a random head."""
+    from distilrank.models.bi_encoder import BiEncoder
+
+    BiEncoder.from_pretrained(str(tiny_model)).save_pretrained(tmp_path / "bi")
+    with pytest.raises(ConfigError, match="is a bi-encoder .* export supports cross-encoders"):
+        export_onnx(tmp_path / "bi", tmp_path / "bi-onnx")
+    assert not (tmp_path / "bi-onnx").exists()
+
+
 def test_missing_onnxruntime_names_the_extra(fp32_dir, monkeypatch):
     monkeypatch.setitem(sys.modules, "onnxruntime", None)  # import onnxruntime -> ImportError
     with pytest.raises(MissingExtraError, match=r"distilrank\[onnx\]"):

@@ -172,6 +172,60 @@ def test_margin_mse_is_against_the_teachers_best_document(student, tiny_t5, tiny
     assert loss.item() == pytest.approx(sum(terms) / len(terms), rel=1e-5)
 
 
+@pytest.mark.parametrize("loss", ["kl", "margin_mse", "logit_mse"])
+def test_bi_encoder_soft_loss_scores_pairs_by_scaled_cosine(loss, tiny_model):
+    """A bi-encoder student's score of (q, d) is scale * cos(embed(q), embed(d)); the soft losses see exactly that."""
+    from distilrank.models.bi_encoder import BiEncoder
+    from distilrank.training.embedding import EmbeddingSoftLabelTask
+
+    model = BiEncoder.from_pretrained(str(tiny_model), max_length=48).eval()
+    task = EmbeddingSoftLabelTask(model, loss, max_length=48, temperature=2.0, scale=5.0)
+    with torch.no_grad():
+        got = task.loss(model, task.collate(HAND_GROUPS))
+        scores = torch.tensor([5.0 * float(model.score([(g.query, d)])[0]) for g in HAND_GROUPS for d in g.documents])
+        reference = SoftLabelTask(model, loss, temperature=2.0)  # the cross-encoder task's loss on the same scores
+        expected = reference.soft_loss(scores, reference.labels(HAND_GROUPS))
+    assert got.item() == pytest.approx(expected.item(), rel=1e-4)
+    if loss == "kl":  # and by hand: KL per query group, averaged
+        parts = [listwise_kl(scores[a:b][None], torch.tensor(g.scores)[None], 2.0).item()
+                 for (a, b), g in zip([(0, 3), (3, 5)], HAND_GROUPS)]
+        assert got.item() == pytest.approx(sum(parts) / 2, rel=1e-4)
+
+
+def test_bi_encoder_student_learns_a_teachers_soft_labels(tiny_model, tmp_path):
+    """encoder=bi on `distilrank label` rows: a bi-encoder checkpoint whose cosine ranks like the teacher."""
+    from distilrank.models.bi_encoder import BiEncoder, is_bi_encoder_checkpoint
+
+    labels = write_soft_labels(tmp_path / "labels.jsonl", n=32, kind="scores")
+    out = tmp_path / "run"
+    metrics = run_training(_cfg(tiny_model, labels, out, loss="kl", encoder="bi", max_steps=40, learning_rate=3e-3))
+    assert metrics["train"]["model"] == "bi-encoder" and is_bi_encoder_checkpoint(out / "model")
+    losses = _losses(out)
+    assert losses[-1] < 0.7 * losses[0]
+    reranker = Reranker.load(out / "model")
+    assert isinstance(reranker.model, BiEncoder)
+    wins = 0
+    for g in toy_groups(n=20, seed=5):  # held-out queries; the teacher ranks the positive first
+        s = reranker.score([(g["query"], g["positive"]), *((g["query"], n) for n in g["negatives"])])
+        wins += s[0] > max(s[1:])
+    assert wins >= 12  # chance is 1 in 4
+
+
+def test_encoder_setting_is_checked_against_the_loss_and_the_data(tiny_model, groups_file, tmp_path):
+    with pytest.raises(ConfigError, match="loss=mnrl trains a bi-encoder; drop encoder=cross"):
+        _cfg(tiny_model, groups_file, tmp_path / "r", loss="mnrl", encoder="cross")
+    with pytest.raises(ConfigError, match="a bi-encoder trains with loss mnrl or triplet"):
+        _cfg(tiny_model, groups_file, tmp_path / "r", loss="listwise", encoder="bi")
+    with pytest.raises(ConfigError, match="encoder must be"):
+        _cfg(tiny_model, groups_file, tmp_path / "r", encoder="dual")
+    with pytest.raises(ConfigError, match=r"groups.*loss=kl learns a teacher's soft labels.*loss=mnrl"):
+        run_training(_cfg(tiny_model, groups_file, tmp_path / "r", loss="kl", encoder="bi"))
+    labels = write_soft_labels(tmp_path / "labels.jsonl", kind="scores")
+    with pytest.raises(ConfigError, match=r"labels.jsonl: .*loss=mnrl cannot learn.*encoder=bi and loss=kl"):
+        run_training(_cfg(tiny_model, labels, tmp_path / "r", loss="mnrl"))
+    assert not (tmp_path / "r").exists()
+
+
 # ------------------------------------------------------------------ training runs
 
 

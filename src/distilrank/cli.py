@@ -131,7 +131,7 @@ def _commands() -> dict[str, tuple[str, Callable[[argparse.Namespace], None], st
         "label": ("score (query, document) pairs with a teacher reranker: soft labels as jsonl",
                   _cmd_label, "LabelConfig"),
         "train": ("fine-tune a reranker (cross-encoder or seq2seq), on binary or soft labels; a bi-encoder "
-                  "with loss=triplet or mnrl", _cmd_train, "TrainConfig"),
+                  "with loss=triplet or mnrl, or encoder=bi on soft labels", _cmd_train, "TrainConfig"),
         "eval": ("rerank a first-stage run and report ir-measures metrics", _cmd_eval, "EvalConfig"),
         "rank": ("rank the documents of a file for one query", _cmd_rank, "RankConfig"),
         "export": ("export a cross-encoder to ONNX (fp32 or int8) with a parity check", _cmd_export,

@@ -25,6 +25,8 @@ LOSSES = ("bce", "pairwise", "listwise", "margin_mse", "logit_mse", "kl", "tripl
 EMBEDDING_LOSSES = ("triplet", "mnrl")
 # losses that learn from a teacher's soft labels (scores or [false, true] logits), not from binary relevance
 SOFT_LOSSES = ("margin_mse", "logit_mse", "kl")
+# the kind of reranker trained: "" lets the loss decide (EMBEDDING_LOSSES: a bi-encoder, any other: a cross-encoder)
+ENCODERS = ("", "cross", "bi")
 STUDENT_ARCHITECTURES = ("same", "distilbert")
 TEACHER_HEAD = ("fit", "skip_kl")
 MIXED_PRECISION = ("no", "bf16", "fp16")
@@ -135,6 +137,14 @@ class TrainConfig:
     distance: str = "cosine"  # triplet: "cosine" (1 - cos) or "euclidean"
     scale: float = 20.0  # mnrl: multiplies cosine similarities before the softmax over in-batch passages
     pooling: str = "mean"  # bi-encoder pooling: "mean" or "cls"
+    # "bi": a bi-encoder (also on soft labels: its score scale * cosine learns the teacher's); "cross": a
+    # cross-encoder (or seq2seq) reranker; "": the loss decides (triplet and mnrl: bi-encoder)
+    encoder: str = ""
+
+    @property
+    def bi_encoder(self) -> bool:
+        """Whether this run trains a bi-encoder."""
+        return self.encoder == "bi" or (not self.encoder and self.loss in EMBEDDING_LOSSES)
 
     def __post_init__(self) -> None:
         _check(bool(self.train_file), "train_file is required: a jsonl/tsv training file or hub name")
@@ -165,6 +175,17 @@ class TrainConfig:
         _check(self.distance in ("cosine", "euclidean"), f"distance must be cosine or euclidean, got {self.distance!r}")
         _check(self.pooling in ("mean", "cls"), f"pooling must be mean or cls, got {self.pooling!r}")
         _check(0 < self.scale <= 1000, f"scale must be in (0, 1000], got {self.scale}")
+        _check_encoder(self.encoder, self.loss, self.task)
+
+
+def _check_encoder(encoder: str, loss: str, task: str = "rerank") -> None:
+    _check(encoder in ENCODERS, f"encoder must be 'cross', 'bi' or empty (the loss decides), got {encoder!r}")
+    _check(encoder != "cross" or loss not in EMBEDDING_LOSSES,
+           f"loss={loss} trains a bi-encoder; drop encoder=cross, or pick a cross-encoder loss (listwise, bce, ...)")
+    _check(encoder != "bi" or loss in EMBEDDING_LOSSES + SOFT_LOSSES,
+           f"a bi-encoder trains with loss mnrl or triplet (binary labels), or kl, margin_mse or logit_mse (a "
+           f"teacher's soft labels), not {loss!r}")
+    _check(not encoder or task == "rerank", f"encoder={encoder} applies to rerankers, not task={task}")
 
 
 @dataclass(frozen=True)
@@ -442,18 +463,27 @@ class DemoConfig:
     output_dir: str = ""  # empty: a fresh folder distilrank-demo-<time>
     model: str = DEFAULT_MODEL  # the teacher of the distillation stage, or the reranker's start without it
     seed: int = 13
-    distill_steps: int = 0  # >0: first distil a student from `model` by MLM KD on the demo corpus, then fine-tune it
+    # stage 1: distil a student from `model` on the demo corpus, then fine-tune the student (0: fine-tune `model`)
+    distill_steps: int = 150
     student_layers: tuple[int, ...] = ()  # teacher layers the student keeps; empty: every other (first and last kept)
     distill_batch_size: int = 16
     distill_learning_rate: float = 5e-4
-    head_fit_steps: int = 60  # the packaged teacher has no MLM head: fit one first (encoder frozen)
+    # distillation terms (distill-mlm's alpha_ce/alpha_mlm/alpha_cos). The demo keeps the cosine term only: it
+    # preserves the mean-pooled embeddings the bi-encoder reranker scores with, and needs no MLM head (the
+    # packaged teacher has none). alpha_ce=5 alpha_mlm=2 gives DistilBERT's mix (a head is fitted first).
+    alpha_ce: float = 0.0
+    alpha_mlm: float = 0.0
+    alpha_cos: float = 1.0
+    head_fit_steps: int = 60  # with alpha_ce or alpha_mlm > 0: the packaged teacher's MLM head is fitted first
     num_layers: int = 0
-    loss: str = "listwise"  # a cross-encoder loss, or mnrl / triplet: fine-tune a bi-encoder reranker (cosine)
+    # mnrl / triplet: fine-tune a bi-encoder reranker (cosine of the two embeddings); listwise, bce, ...: a
+    # cross-encoder (`distill_steps=0 loss=listwise learning_rate=1.5e-4`: the 6-layer cross-encoder)
+    loss: str = "mnrl"
     max_steps: int = 200
     batch_size: int = 4
     group_size: int = 8
     max_length: int = 96
-    learning_rate: float = 1.5e-4
+    learning_rate: float = 1e-4
     warmup_ratio: float = 0.1
     rank_max: int = 30
     top_k: int = 20
@@ -465,7 +495,13 @@ class DemoConfig:
                         "distill_batch_size", "distill_learning_rate")
         _check(self.distill_steps >= 0 and self.head_fit_steps >= 0, "distill_steps and head_fit_steps must be >= 0")
         _check(self.loss in LOSSES, f"loss must be one of {LOSSES}, got {self.loss!r}")
+        _check(self.loss not in SOFT_LOSSES, f"the demo trains on BM25-mined binary labels; loss={self.loss} "
+                                             "learns a teacher's soft labels (use distilrank label + train)")
         _check_fraction(self, "fusion_weight", "warmup_ratio")
+        for name in ("alpha_ce", "alpha_mlm", "alpha_cos"):
+            _check(getattr(self, name) >= 0, f"{name} must be >= 0")
+        _check(self.distill_steps == 0 or self.alpha_ce + self.alpha_mlm + self.alpha_cos > 0,
+               "alpha_ce, alpha_mlm and alpha_cos are all 0: distillation would learn nothing")
 
 
 @dataclass(frozen=True)

@@ -1,10 +1,12 @@
 """``distilrank demo``: the whole pipeline, offline, on the embedded default model and dataset.
 
-build data -> distil a smaller student from the packaged encoder (MLM KD on the demo corpus) ->
-mine BM25 negatives -> score BM25 and the untrained student -> fine-tune it as a reranker -> evaluate.
+build data -> distil a 3-layer student from the packaged 6-layer encoder (DistilBERT's losses on the
+demo corpus; by default its hidden-state cosine term) -> mine BM25 negatives -> score BM25 and the
+untrained student -> fine-tune it as a reranker -> evaluate.
 
-The reranker is a cross-encoder, or with ``loss=mnrl`` / ``loss=triplet`` a bi-encoder that scores a
-(query, document) pair by the cosine of their mean-pooled embeddings.
+The reranker is by default a bi-encoder (``loss=mnrl``) that scores a (query, document) pair by the
+cosine of their mean-pooled embeddings; a cross-encoder loss (``loss=listwise``, ...) fine-tunes a
+cross-encoder instead. ``distill_steps=0`` skips distillation and fine-tunes the packaged encoder.
 """
 
 from __future__ import annotations
@@ -53,14 +55,22 @@ def _memoized(score: Callable[[Sequence[tuple[str, str]]], list[float]]) -> Call
     return scorer
 
 
+def _terms(cfg: DemoConfig) -> str:
+    """The distillation terms in use, e.g. ``cosine loss x1`` or ``KL x5, MLM x2, cosine loss x1``."""
+    return ", ".join(f"{name} x{a:g}" for name, a in (("KL", cfg.alpha_ce), ("MLM", cfg.alpha_mlm),
+                                                      ("cosine loss", cfg.alpha_cos)) if a)
+
+
 def _distill_stage(cfg: DemoConfig, corpus: Path, out: Path) -> tuple[str, dict[str, Any]]:
     """Stage 1: a DistilBERT-style student from the teacher's layers, by MLM KD on the demo corpus's text."""
-    _step(f"distilling a student from {cfg.model}: {cfg.distill_steps} steps of MLM KD on the demo corpus")
+    _step(f"distilling a student from {cfg.model}: {cfg.distill_steps} steps on the demo corpus's text "
+          f"({_terms(cfg)})")
     from distilrank.training.distill import run_distill
 
     report = run_distill(DistillConfig(
         data=str(corpus), teacher=cfg.model, output_dir=str(out), layers=cfg.student_layers, min_words=0,
         max_steps=cfg.distill_steps, batch_size=cfg.distill_batch_size, learning_rate=cfg.distill_learning_rate,
+        alpha_ce=cfg.alpha_ce, alpha_mlm=cfg.alpha_mlm, alpha_cos=cfg.alpha_cos,
         head_fit_steps=cfg.head_fit_steps, eval_blocks=128, seed=cfg.seed, log_steps=10))
     return str(out / "model"), report
 
@@ -122,7 +132,8 @@ def run_demo(cfg: DemoConfig) -> dict[str, Any]:
     recipe = (f"{cfg.loss} loss over 1 positive + {cfg.group_size - 1} BM25 negatives (ranks 1-{cfg.rank_max}), "
               f"{cfg.batch_size} queries/step, lr {cfg.learning_rate}, {cfg.max_steps} steps, "
               f"max_length {cfg.max_length}, {cfg.num_layers or 'all'} encoder layers of "
-              f"{'the student distilled from ' + cfg.model if distilled else cfg.model}"
+              + (f"the {distilled['student']['layers']}-layer student distilled from {cfg.model} "
+                 f"({cfg.distill_steps} steps, {_terms(cfg)})" if distilled else cfg.model)
               + ("; 'reranker' is the bi-encoder's cosine alone" if cfg.loss in EMBEDDING_LOSSES
                  else "; 'reranker' is the cross-encoder's score alone")
               + (f", the fused row adds z-normalised BM25 scores with weight {cfg.fusion_weight}"

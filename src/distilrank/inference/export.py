@@ -24,6 +24,7 @@ from distilrank.inference.onnx_backend import (
     make_session,
 )
 from distilrank.io import atomic_dir, atomic_write_json
+from distilrank.models.bi_encoder import is_bi_encoder_checkpoint
 from distilrank.models.cross_encoder import CrossEncoder
 
 logger = logging.getLogger(__name__)
@@ -186,6 +187,10 @@ def export_onnx(
     if is_seq2seq_checkpoint(str(model_dir)):
         raise ConfigError(f"'{model_dir}' is a seq2seq (T5-family) checkpoint; export supports cross-encoders "
                           "for now (serve seq2seq rerankers with the PyTorch backend)")
+    if is_bi_encoder_checkpoint(model_dir):  # its scores are cosines of two embeddings: no classifier to trace
+        raise ConfigError(f"'{model_dir}' is a bi-encoder (trained with loss=mnrl/triplet or encoder=bi); export "
+                          "supports cross-encoders for now (score bi-encoders with the PyTorch backend: "
+                          "Reranker.load, distilrank rank/eval/serve)")
     ce = CrossEncoder.from_pretrained(str(model_dir), max_length=max_length)
     with atomic_dir(out) as tmp:
         fp32 = tmp / ("model.fp32.onnx" if quantize == "int8" else ONNX_FILE)

@@ -1,9 +1,13 @@
-"""Bi-encoder training (``loss=triplet`` or ``loss=mnrl``) through the one training loop.
+"""Bi-encoder training (``loss=triplet`` or ``mnrl``, or soft labels with ``encoder=bi``) through the one loop.
 
 Queries and passages are embedded separately by the same encoder; the triplet loss pulls a
 query towards its positive and pushes it from its negatives by a margin over cosine or
 Euclidean distance (the DistilBERT reranking recipe); multiple-negatives ranking uses every
-other passage of the batch as a negative too. The result is a plain HF folder that
+other passage of the batch as a negative too. On a teacher's soft labels (``distilrank label``
+output, ``loss=kl``, ``margin_mse`` or ``logit_mse``) the bi-encoder's score of a pair is
+``scale * cos(query, passage)`` and learns the teacher's scores as a cross-encoder student does
+(a cross-encoder teacher distilled into a bi-encoder, as in Hofstätter et al., 2020). The result
+is a plain HF folder that
 :class:`~distilrank.inference.reranker.Reranker` scores by cosine and ``distilrank mine
 retriever=dense`` uses as a first stage.
 """
@@ -16,14 +20,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import torch
+import torch.nn.functional as F
 from accelerate.utils import set_seed
 from torch import Tensor
 
-from distilrank.config import TrainConfig
-from distilrank.data.records import Group
+from distilrank.config import EMBEDDING_LOSSES, SOFT_LOSSES, TrainConfig
+from distilrank.data.records import Group, SoftGroup
 from distilrank.errors import ConfigError
 from distilrank.losses.embedding import multiple_negatives_ranking, triplet_margin
 from distilrank.models.bi_encoder import BiEncoder
+from distilrank.training.tasks import SoftLabelTask
 
 logger = logging.getLogger(__name__)
 
@@ -46,6 +53,10 @@ class EmbeddingTask:
         if not all(isinstance(e, Group) for e in examples):
             raise ConfigError(f"loss={self.loss_name} trains a bi-encoder on triplets or groups {{query, positive, "
                               f"negatives}}; this file holds {type(examples[0]).__name__} records")
+        if self.loss_name not in EMBEDDING_LOSSES:
+            raise ConfigError(f"loss={self.loss_name} learns a teacher's soft labels, but this file holds binary "
+                              "labels (groups or triplets); train the bi-encoder with loss=mnrl or triplet, or "
+                              "label the pairs first (distilrank label)")
 
     def lengths(self, examples: Sequence[Group]) -> list[int]:
         """Padded width each group brings to a batch: its longest text in tokens."""
@@ -70,6 +81,45 @@ class EmbeddingTask:
         return multiple_negatives_ranking(q, d[:, 0], d[:, 1:] if d.shape[1] > 1 else None, self.scale)
 
 
+@dataclass
+class EmbeddingSoftLabelTask(SoftLabelTask):
+    """A bi-encoder learning a teacher's soft labels: the score of (q, d) is ``scale * cos(q, d)``.
+
+    Sub-groups, checks and losses are :class:`~distilrank.training.tasks.SoftLabelTask`'s; only the
+    features differ: each query is embedded once, each document once, and document ``i`` is scored
+    against the query of its sub-group (``owner[i]``).
+    """
+
+    scale: float = 20.0
+
+    def check(self, examples: Sequence[Any]) -> None:
+        if self.loss_name not in SOFT_LOSSES:
+            raise ConfigError(f"the training data holds a teacher's soft labels, which loss={self.loss_name} cannot "
+                              "learn from; a bi-encoder learns them with encoder=bi and loss=kl, margin_mse or "
+                              "logit_mse")
+        super().check(examples)
+
+    def lengths(self, examples: Sequence[SoftGroup]) -> list[int]:
+        """Padded width each sub-group brings to a batch: its longest text (query or document) in tokens."""
+        out = []
+        for g in examples:
+            ids = self.model.tokenizer([g.query, *g.documents], truncation=True, max_length=self.max_length)
+            out.append(max(len(x) for x in ids["input_ids"]))
+        return out
+
+    def collate(self, examples: Sequence[SoftGroup]) -> dict[str, Any]:
+        owner = [i for i, g in enumerate(examples) for _ in g.documents]
+        return {"queries": self.model.tokenize([g.query for g in examples], self.max_length),
+                "docs": self.model.tokenize([d for g in examples for d in g.documents], self.max_length),
+                "owner": torch.tensor(owner), **self.labels(examples)}
+
+    def loss(self, model: Any, batch: dict[str, Any]) -> Tensor:
+        q = F.normalize(model(**batch["queries"]), dim=-1)  # (B, D)
+        d = F.normalize(model(**batch["docs"]), dim=-1)  # (N, D)
+        scores = self.scale * (q[batch["owner"].to(q.device)] * d).sum(-1)  # (N,)
+        return self.soft_loss(scores, batch)
+
+
 def load_bi_encoder(cfg: TrainConfig) -> BiEncoder:
     from distilrank.models.cross_encoder import keep_first_layers
 
@@ -81,7 +131,8 @@ def load_bi_encoder(cfg: TrainConfig) -> BiEncoder:
 
 def run_bi_encoder_training(cfg: TrainConfig, on_step: Callable[[int], None] | None = None,
                             examples: Sequence[Any] | None = None) -> dict[str, Any]:
-    """Train a bi-encoder as ``cfg`` says (``loss`` triplet or mnrl); the model goes to ``output_dir/model``."""
+    """Train a bi-encoder as ``cfg`` says (binary labels: ``loss`` triplet or mnrl; soft labels: kl, margin_mse
+    or logit_mse); the model goes to ``output_dir/model``."""
     from distilrank.training.loop import make_accelerator
     from distilrank.training.run import read_examples, train_and_save
     from distilrank.training.tasks import shuffle_negatives
@@ -93,10 +144,18 @@ def run_bi_encoder_training(cfg: TrainConfig, on_step: Callable[[int], None] | N
     examples = list(examples) if examples is not None else read_examples(cfg.train_file)
     set_seed(cfg.seed)
     model = load_bi_encoder(cfg)
-    task = EmbeddingTask(model, cfg.loss, cfg.group_size, cfg.max_length, cfg.margin, cfg.distance, cfg.scale)
+    task: EmbeddingTask | EmbeddingSoftLabelTask
+    if examples and isinstance(examples[0], SoftGroup):
+        task = EmbeddingSoftLabelTask(model, cfg.loss, cfg.group_size, cfg.max_length, cfg.temperature,  # type: ignore[arg-type]
+                                      scale=cfg.scale)
+    else:
+        task = EmbeddingTask(model, cfg.loss, cfg.group_size, cfg.max_length, cfg.margin, cfg.distance, cfg.scale)
     try:
         task.check(examples)
     except ConfigError as exc:
         raise ConfigError(f"{cfg.train_file}: {exc}") from None
-    examples = shuffle_negatives(examples, cfg.seed)
+    if isinstance(task, EmbeddingSoftLabelTask):
+        examples = task.prepare(examples, cfg.seed)
+    else:
+        examples = shuffle_negatives(examples, cfg.seed)
     return train_and_save(cfg, model, task, examples, accelerator, on_step, {}, system="bi-encoder")

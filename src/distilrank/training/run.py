@@ -124,7 +124,7 @@ def run_training(
         from distilrank.training.qa import run_qa
 
         return (run_nli if cfg.task == "nli" else run_qa)(cfg, on_step=on_step)
-    if cfg.loss in ("triplet", "mnrl"):  # a bi-encoder (training/embedding.py)
+    if cfg.bi_encoder:  # loss triplet/mnrl, or encoder=bi (training/embedding.py)
         from distilrank.training.embedding import run_bi_encoder_training
 
         return run_bi_encoder_training(cfg, on_step=on_step, examples=examples)

@@ -291,9 +291,12 @@ class SoftLabelTask:
         """All documents of the batch's sub-groups, flat (N pairs), with their teacher labels."""
         queries = [g.query for g in examples for _ in g.documents]
         docs = [d for g in examples for d in g.documents]
+        return {"features": self.model.tokenize(queries, docs, self.max_length), **self.labels(examples)}
+
+    def labels(self, examples: Sequence[SoftGroup]) -> dict[str, Any]:
+        """The teacher's side of a batch: scores ``(N,)``, sub-group sizes, logits and margin_mse's pairs."""
         sizes = [len(g.documents) for g in examples]
         batch: dict[str, Any] = {
-            "features": self.model.tokenize(queries, docs, self.max_length),
             "teacher": torch.tensor([s for g in examples for s in g.scores], dtype=torch.float32),  # (N,)
             "sizes": sizes,
         }
@@ -312,7 +315,10 @@ class SoftLabelTask:
         return batch
 
     def loss(self, model: Any, batch: dict[str, Any]) -> Tensor:
-        output = model(**batch["features"])  # (N,) scores or (N, 2) [false, true] logits
+        return self.soft_loss(model(**batch["features"]), batch)  # (N,) scores or (N, 2) [false, true] logits
+
+    def soft_loss(self, output: Tensor, batch: dict[str, Any]) -> Tensor:
+        """The loss of the student's ``(N,)`` scores or ``(N, 2)`` logits against the batch's teacher labels."""
         if self.loss_name == "logit_mse" and output.dim() == 2 and "teacher_logits" in batch:
             return logit_mse(output.float(), batch["teacher_logits"].to(output.device))
         scores = student_scores(output).float()  # (N,)
