@@ -75,7 +75,8 @@ def test_export_folder_contents(spread_model, fp32_dir):
     assert {"model.onnx", "config.json", "onnx.json", "tokenizer_config.json"} <= {p.name for p in fp32_dir.iterdir()}
     meta = json.loads((fp32_dir / "onnx.json").read_text())
     fused = meta.pop("fused")
-    assert meta == {"format": "onnx", "quantize": "none", "opset": 17, "max_length": 128, "source": str(spread_model)}
+    assert meta == {"format": "onnx", "kind": "cross_encoder", "quantize": "none", "opset": 17, "max_length": 128,
+                    "source": str(spread_model)}
     # every layer's attention runs in onnxruntime's fused kernel, and the SDPA NaN guard is gone
     import onnx
 
@@ -171,14 +172,43 @@ def test_seq2seq_checkpoint_is_refused(tmp_path):
     assert not (tmp_path / "t5-onnx").exists()
 
 
-def test_bi_encoder_checkpoint_is_refused(tiny_model, tmp_path):
-    """A bi-encoder has no classifier: exporting it as a cross-encoder would score with a random head."""
+@pytest.fixture(scope="module")
+def spread_bi_encoder(spread_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The wide-weight tiny BERT saved as a mean-pooling bi-encoder (its cosines spread too)."""
     from distilrank.models.bi_encoder import BiEncoder
 
-    BiEncoder.from_pretrained(str(tiny_model)).save_pretrained(tmp_path / "bi")
-    with pytest.raises(ConfigError, match="is a bi-encoder .* export supports cross-encoders"):
-        export_onnx(tmp_path / "bi", tmp_path / "bi-onnx")
-    assert not (tmp_path / "bi-onnx").exists()
+    folder = tmp_path_factory.mktemp("spread-bi") / "bi"
+    BiEncoder.from_pretrained(str(spread_model), max_length=64).save_pretrained(folder)
+    return folder
+
+
+@pytest.mark.parametrize("quantize", ["none", "int8"])
+def test_bi_encoder_exports_and_scores_by_cosine_as_pytorch(quantize, spread_bi_encoder, tmp_path, capsys):
+    """A bi-encoder's graph gives each text's embedding; Reranker.load scores the export by cosine like PyTorch."""
+    from distilrank.cli import main
+    from distilrank.inference.onnx_backend import OnnxBiEncoder
+    from distilrank.models.bi_encoder import BiEncoder
+
+    out = tmp_path / "onnx"
+    assert main(["export", f"model={spread_bi_encoder}", f"output_dir={out}", f"quantize={quantize}",
+                 "parity_data=demo", "parity_pairs=20"]) == 0
+    meta = json.loads((out / "onnx.json").read_text())
+    assert (meta["kind"], meta["pooling"], meta["normalize"], meta["max_length"]) == ("bi_encoder", "mean", True, 64)
+    assert meta["parity"]["pairs"] == 20 and "parity on 20 pairs" in capsys.readouterr().out
+    rr = Reranker.load(out)
+    assert isinstance(rr.model, OnnxBiEncoder)
+    torch_bi = BiEncoder.from_pretrained(str(spread_bi_encoder))
+    pairs = varied_pairs(30)
+    got, ref = np.asarray(rr.score(pairs)), np.asarray(torch_bi.score(pairs))
+    assert ref.std() > 0.05  # the cosines spread: agreement below is not agreement on a constant
+    if quantize == "none":
+        np.testing.assert_allclose(got, ref, atol=1e-5, rtol=0)
+        texts = [p[1] for p in pairs[:8]]
+        np.testing.assert_allclose(rr.model.encode(texts, batch_size=3), torch_bi.encode(texts), atol=1e-5, rtol=0)
+    else:
+        assert spearman(got, ref) > 0.95 and np.abs(got - ref).max() < 0.1
+    with pytest.raises(ConfigError, match="apply to cross-encoders"):
+        Reranker.load(out, long_documents="maxp")
 
 
 def test_missing_onnxruntime_names_the_extra(fp32_dir, monkeypatch):

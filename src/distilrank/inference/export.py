@@ -1,4 +1,4 @@
-"""``distilrank export``: a saved cross-encoder to ONNX (fp32, or int8 by dynamic quantisation)."""
+"""``distilrank export``: a saved cross-encoder or bi-encoder to ONNX (fp32, or int8 by dynamic quantisation)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import json
 import logging
 import math
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -19,12 +19,14 @@ from distilrank.errors import ConfigError
 from distilrank.inference.onnx_backend import (
     ONNX_FILE,
     ONNX_META,
+    OnnxBiEncoder,
     OnnxCrossEncoder,
+    export_kind,
     import_onnxruntime,
     make_session,
 )
 from distilrank.io import atomic_dir, atomic_write_json
-from distilrank.models.bi_encoder import is_bi_encoder_checkpoint
+from distilrank.models.bi_encoder import BiEncoder, is_bi_encoder_checkpoint
 from distilrank.models.cross_encoder import CrossEncoder
 
 logger = logging.getLogger(__name__)
@@ -45,8 +47,24 @@ class _Logits(nn.Module):
         return self.model(**dict(zip(self.names, inputs))).logits  # (B, 1)
 
 
-def _export_graph(ce: CrossEncoder, path: Path, opset: int) -> None:
-    """Trace the logits with dynamic batch and sequence axes to ``path`` (TorchScript exporter).
+class _Embeddings(nn.Module):
+    """A bi-encoder's pooled (normalised, as saved) embeddings as a function of positional tensors."""
+
+    def __init__(self, encoder: BiEncoder, names: Sequence[str]) -> None:
+        super().__init__()
+        self.encoder = encoder
+        self.names = list(names)
+
+    def forward(self, *inputs: Tensor) -> Tensor:
+        return self.encoder(**dict(zip(self.names, inputs)))  # (B, D)
+
+
+def _export_graph(model: nn.Module, wrap: Callable[[list[str]], nn.Module], features: Any, path: Path, opset: int,
+                  output: str) -> None:
+    """Trace ``wrap(input names)`` (around the HF ``model``) with dynamic batch and sequence axes to ``path``.
+
+    ``output`` names the graph's output: ``logits`` ``(B, 1)`` of a cross-encoder or ``embeddings``
+    ``(B, D)`` of a bi-encoder. It uses the TorchScript exporter.
 
     The TorchScript path (``dynamo=False``) exports BERT-family models of transformers 5 with
     matching outputs and needs no ``onnxscript``. Attention is traced in its eager form: the SDPA
@@ -54,9 +72,8 @@ def _export_graph(ce: CrossEncoder, path: Path, opset: int) -> None:
     onnxruntime's kernel time on TREC DL pairs, and the eager form is what onnxruntime's
     attention fusion recognises (benchmarks/RESULTS.md, "Fast inference, third run").
     """
-    features = ce.tokenize([q for q, _ in EXAMPLE_PAIRS], [d for _, d in EXAMPLE_PAIRS])
     names = [n for n in ("input_ids", "attention_mask", "token_type_ids") if n in features]
-    model = ce.model.eval()
+    model.eval()
     axes: dict[str, dict[int, str]] = {n: {0: "batch", 1: "sequence"} for n in names}
     attention = getattr(model.config, "_attn_implementation", None)
     if attention not in (None, "eager") and hasattr(model, "set_attn_implementation"):
@@ -68,9 +85,9 @@ def _export_graph(ce: CrossEncoder, path: Path, opset: int) -> None:
         with warnings.catch_warnings(), torch.no_grad():
             # tracer warnings about Python booleans concern branches that are fixed for encoders
             warnings.simplefilter("ignore")
-            torch.onnx.export(_Logits(model, names), tuple(features[n] for n in names), str(path),
-                              input_names=names, output_names=["logits"],
-                              dynamic_axes={**axes, "logits": {0: "batch"}}, opset_version=opset, dynamo=False)
+            torch.onnx.export(wrap(names), tuple(features[n] for n in names), str(path),
+                              input_names=names, output_names=[output],
+                              dynamic_axes={**axes, output: {0: "batch"}}, opset_version=opset, dynamo=False)
     finally:
         if attention not in (None, "eager"):
             model.set_attn_implementation(attention)
@@ -172,6 +189,11 @@ def export_onnx(
 ) -> Path:
     """Write ``output_dir`` with ``model.onnx``, the HF config, the tokenizer and ``onnx.json``.
 
+    A cross-encoder's graph gives each pair's logit; a bi-encoder's (a folder saved by
+    :class:`~distilrank.models.bi_encoder.BiEncoder`) gives each text's pooled embedding, and
+    ``onnx.json`` records ``kind``, pooling and normalisation so that the ONNX backend scores pairs
+    by cosine as the checkpoint does.
+
     ``quantize="int8"`` stores dynamically quantised weights (QInt8; activations quantised at run
     time). ``max_length`` None: the length the model was saved with; it is stored as the
     tokenizer's ``model_max_length``. The folder appears only when complete.
@@ -187,14 +209,19 @@ def export_onnx(
     if is_seq2seq_checkpoint(str(model_dir)):
         raise ConfigError(f"'{model_dir}' is a seq2seq (T5-family) checkpoint; export supports cross-encoders "
                           "for now (serve seq2seq rerankers with the PyTorch backend)")
-    if is_bi_encoder_checkpoint(model_dir):  # its scores are cosines of two embeddings: no classifier to trace
-        raise ConfigError(f"'{model_dir}' is a bi-encoder (trained with loss=mnrl/triplet or encoder=bi); export "
-                          "supports cross-encoders for now (score bi-encoders with the PyTorch backend: "
-                          "Reranker.load, distilrank rank/eval/serve)")
-    ce = CrossEncoder.from_pretrained(str(model_dir), max_length=max_length)
+    model: CrossEncoder | BiEncoder
+    if is_bi_encoder_checkpoint(model_dir):  # the graph gives each text's embedding; scores are their cosines
+        model = BiEncoder.from_pretrained(str(model_dir), max_length=max_length)
+        features = model.tokenize([t for pair in EXAMPLE_PAIRS for t in pair])
+        wrap, output, kind = (lambda names: _Embeddings(model, names)), "embeddings", "bi_encoder"
+    else:
+        model = CrossEncoder.from_pretrained(str(model_dir), max_length=max_length)
+        features = model.tokenize([q for q, _ in EXAMPLE_PAIRS], [d for _, d in EXAMPLE_PAIRS])
+        wrap, output, kind = (lambda names: _Logits(model.model, names)), "logits", "cross_encoder"
+    config = model.model.config
     with atomic_dir(out) as tmp:
         fp32 = tmp / ("model.fp32.onnx" if quantize == "int8" else ONNX_FILE)
-        _export_graph(ce, fp32, opset)
+        _export_graph(model.model, wrap, features, fp32, opset, output)
         fused: dict[str, int] = {}
         if quantize == "int8":
             # the int8 recipe quantises the MatMuls of the unfused graph (a fused Attention node's
@@ -202,13 +229,16 @@ def export_onnx(
             _quantize_int8(fp32, tmp / ONNX_FILE)
             fp32.unlink()
         else:
-            fused = _fuse_attention(fp32, ce.model.config)
-        ce.passages.record(ce.model.config)  # the ONNX backend scores long documents as the checkpoint did
-        ce.model.config.save_pretrained(tmp)
-        ce.tokenizer.model_max_length = ce.max_length
-        ce.tokenizer.save_pretrained(tmp)
-        meta = {"format": "onnx", "quantize": quantize, "opset": opset, "max_length": ce.max_length,
+            fused = _fuse_attention(fp32, config)
+        if isinstance(model, CrossEncoder):
+            model.passages.record(config)  # the ONNX backend scores long documents as the checkpoint did
+        config.save_pretrained(tmp)
+        model.tokenizer.model_max_length = model.max_length
+        model.tokenizer.save_pretrained(tmp)
+        meta = {"format": "onnx", "kind": kind, "quantize": quantize, "opset": opset, "max_length": model.max_length,
                 "source": str(model_dir), "fused": fused}
+        if isinstance(model, BiEncoder):
+            meta.update(pooling=model.pooling, normalize=model.normalize)
         (tmp / ONNX_META).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
     return out
 
@@ -240,8 +270,12 @@ def run_export(cfg: ExportConfig) -> dict[str, Any]:
     max_length = cfg.max_length or None
     out = export_onnx(cfg.model, cfg.output_dir, quantize=cfg.quantize, opset=cfg.opset, max_length=max_length)
     pairs = parity_pairs(cfg.parity_data, cfg.parity_pairs)
-    reference = np.asarray(CrossEncoder.from_pretrained(cfg.model, max_length=max_length).score(pairs))
-    exported = np.asarray(OnnxCrossEncoder.from_pretrained(out).score(pairs))
+    if export_kind(out) == "bi_encoder":
+        reference = np.asarray(BiEncoder.from_pretrained(cfg.model, max_length=max_length).score(pairs))
+        exported = np.asarray(OnnxBiEncoder.from_pretrained(out).score(pairs))
+    else:
+        reference = np.asarray(CrossEncoder.from_pretrained(cfg.model, max_length=max_length).score(pairs))
+        exported = np.asarray(OnnxCrossEncoder.from_pretrained(out).score(pairs))
     rho = spearman(reference, exported)
     parity = {"pairs": len(pairs), "data": cfg.parity_data,
               "max_abs_diff": float(np.abs(reference - exported).max()),

@@ -1,7 +1,8 @@
-"""Score (query, document) pairs with an exported ONNX cross-encoder on onnxruntime (CPU)."""
+"""Score (query, document) pairs with an exported ONNX cross-encoder or bi-encoder on onnxruntime (CPU)."""
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Sequence
 from pathlib import Path
@@ -37,6 +38,40 @@ def make_session(model_file: str | Path) -> Any:
     return ort.InferenceSession(str(model_file), sess_options=options, providers=["CPUExecutionProvider"])
 
 
+def export_kind(folder: str | Path) -> str:
+    """What an export folder holds: ``"bi_encoder"`` or ``"cross_encoder"`` (from ``onnx.json``)."""
+    meta = Path(folder) / ONNX_META
+    if not meta.is_file():
+        return "cross_encoder"  # exports written before bi-encoders could be exported
+    try:
+        return str(json.loads(meta.read_text(encoding="utf-8")).get("kind", "cross_encoder"))
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"cannot read {meta}: {exc}; export the model again") from None
+
+
+def _read_folder(folder: Path, max_length: int | None) -> tuple[Any, Any, int]:
+    """An export folder's tokenizer, HF config and scoring length (``max_length`` None: the one saved at export)."""
+    from transformers import AutoConfig, AutoTokenizer
+
+    from distilrank.models.cross_encoder import max_positions
+
+    if not (folder / ONNX_FILE).is_file():
+        raise ConfigError(f"no {ONNX_FILE} in {folder}: export one with "
+                          f"`distilrank export model=<checkpoint> output_dir={folder}`")
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(str(folder))
+        config = AutoConfig.from_pretrained(str(folder))
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"cannot load the tokenizer/config of the ONNX folder {folder}: {exc}") from None
+    limit = max_positions(config) or 512
+    if max_length is None:
+        max_length = min(getattr(tokenizer, "model_max_length", None) or limit, limit)
+    if not 0 < max_length <= limit:
+        raise ConfigError(f"max_length {max_length} is outside what the model in {folder} can read "
+                          f"(1..{limit} tokens)")
+    return tokenizer, config, max_length
+
+
 class OnnxCrossEncoder:
     """The scoring surface of :class:`~distilrank.models.cross_encoder.CrossEncoder`, run by onnxruntime.
 
@@ -64,27 +99,9 @@ class OnnxCrossEncoder:
 
         ``passages`` None: the long-document split recorded in the exported ``config.json``.
         """
-        from transformers import AutoConfig, AutoTokenizer
-
-        from distilrank.models.cross_encoder import max_positions
-
         folder = Path(path)
-        model_file = folder / ONNX_FILE
-        if not model_file.is_file():
-            raise ConfigError(f"no {ONNX_FILE} in {folder}: export one with "
-                              f"`distilrank export model=<checkpoint> output_dir={folder}`")
-        try:
-            tokenizer = AutoTokenizer.from_pretrained(str(folder))
-            config = AutoConfig.from_pretrained(str(folder))
-        except (OSError, ValueError) as exc:
-            raise ConfigError(f"cannot load the tokenizer/config of the ONNX folder {folder}: {exc}") from None
-        limit = max_positions(config) or 512
-        if max_length is None:
-            max_length = min(getattr(tokenizer, "model_max_length", None) or limit, limit)
-        if not 0 < max_length <= limit:
-            raise ConfigError(f"max_length {max_length} is outside what the model in {folder} can read "
-                              f"(1..{limit} tokens)")
-        return cls(make_session(model_file), tokenizer, max_length,
+        tokenizer, config, max_length = _read_folder(folder, max_length)
+        return cls(make_session(folder / ONNX_FILE), tokenizer, max_length,
                    passages or PassageSplit.from_model_config(config))
 
     def eval(self) -> OnnxCrossEncoder:
@@ -110,3 +127,51 @@ class OnnxCrossEncoder:
         return score_in_passages(self.tokenizer, pairs, run_batch, max_length=max_length or self.max_length,
                                  split=self.passages, batch_size=batch_size or default_score_batch_size(self.device),
                                  show_progress=show_progress)
+
+
+class OnnxBiEncoder:
+    """The scoring surface of :class:`~distilrank.models.bi_encoder.BiEncoder`, run by onnxruntime.
+
+    Reads a folder that :func:`distilrank.inference.export.export_onnx` wrote from a bi-encoder: the
+    graph maps token ids to the pooled (and, as saved, L2-normalised) embedding of each text. A pair's
+    score is the cosine of its two embeddings; each distinct text of a call is encoded once.
+    """
+
+    device = torch.device("cpu")
+
+    def __init__(self, session: Any, tokenizer, max_length: int, dim: int) -> None:
+        self.session = session
+        self.tokenizer = tokenizer
+        self.max_length = max_length
+        self.dim = dim
+        self.input_names = [i.name for i in session.get_inputs()]
+
+    @classmethod
+    def from_pretrained(cls, path: str | Path, *, max_length: int | None = None) -> OnnxBiEncoder:
+        folder = Path(path)
+        tokenizer, config, max_length = _read_folder(folder, max_length)
+        session = make_session(folder / ONNX_FILE)
+        dim = session.get_outputs()[0].shape[-1]  # (batch, D): D is static in the traced graph
+        return cls(session, tokenizer, max_length, dim if isinstance(dim, int) else int(config.hidden_size))
+
+    def eval(self) -> OnnxBiEncoder:
+        return self
+
+    def encode(self, texts: Sequence[str], *, batch_size: int = 64, show_progress: bool = False) -> np.ndarray:
+        """``(N, D)`` float32 embeddings in input order, as :meth:`BiEncoder.encode` gives them."""
+        from distilrank.models.bi_encoder import encode_by_length
+
+        def run(batch: Sequence[str]) -> np.ndarray:
+            features = self.tokenizer(list(batch), padding=True, truncation=True, max_length=self.max_length,
+                                      return_tensors="np")
+            return self.session.run(None, {n: features[n].astype(np.int64) for n in self.input_names})[0]
+
+        return encode_by_length(texts, run, self.dim, batch_size, show_progress)
+
+    def score(self, pairs: Sequence[tuple[str, str]], *, batch_size: int = 0, max_length: int | None = None,
+              show_progress: bool = False) -> list[float]:
+        """Cosine similarity of each (query, document) pair, in input order."""
+        from distilrank.models.bi_encoder import cosine_scores
+
+        size = batch_size or default_score_batch_size(self.device)
+        return cosine_scores(pairs, lambda texts: self.encode(texts, batch_size=size, show_progress=show_progress))

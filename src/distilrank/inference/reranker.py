@@ -16,7 +16,7 @@ from distilrank.models.cross_encoder import CrossEncoder
 from distilrank.models.seq2seq import Seq2SeqReranker, load_scoring_model
 
 if TYPE_CHECKING:
-    from distilrank.inference.onnx_backend import OnnxCrossEncoder
+    from distilrank.inference.onnx_backend import OnnxBiEncoder, OnnxCrossEncoder
 
 BACKENDS = ("auto", "torch", "onnx")
 
@@ -29,16 +29,18 @@ class RankResult:
 
 
 class Reranker:
-    """Scores (query, document) pairs with a saved cross-encoder or monoT5-style seq2seq reranker.
+    """Scores (query, document) pairs with a saved cross-encoder, bi-encoder or monoT5-style seq2seq reranker.
 
-    A folder written by ``distilrank export`` (``model.onnx``) is scored by onnxruntime on the CPU.
+    A folder written by ``distilrank export`` (``model.onnx``) is scored by onnxruntime on the CPU. A
+    bi-encoder's score is the cosine of the query's and the document's embeddings.
 
     Example:
         >>> rr = Reranker.load("runs/demo/model")                       # doctest: +SKIP
         >>> rr.rank("how do I sort a list", ["sorted(iterable)...", "..."], top_k=3)  # doctest: +SKIP
     """
 
-    def __init__(self, model: CrossEncoder | Seq2SeqReranker | OnnxCrossEncoder, batch_size: int = 0) -> None:
+    def __init__(self, model: CrossEncoder | BiEncoder | Seq2SeqReranker | OnnxCrossEncoder | OnnxBiEncoder,
+                 batch_size: int = 0) -> None:
         if batch_size < 0:
             raise ConfigError(f"batch_size must be >= 0 (0: 8 pairs on CPU, 64 on GPU), got {batch_size}")
         self.model = model
@@ -138,8 +140,9 @@ class Reranker:
         return self.score([(query, d) for d in docs])
 
 
-def _load_onnx(path: Path, *, device: str | None, max_length: int | None, dtype: torch.dtype | None) -> OnnxCrossEncoder:
-    from distilrank.inference.onnx_backend import OnnxCrossEncoder
+def _load_onnx(path: Path, *, device: str | None, max_length: int | None,
+               dtype: torch.dtype | None) -> OnnxCrossEncoder | OnnxBiEncoder:
+    from distilrank.inference.onnx_backend import OnnxBiEncoder, OnnxCrossEncoder, export_kind
 
     if not (path / "model.onnx").is_file():
         raise ConfigError(f"backend='onnx' needs {path / 'model.onnx'}, which does not exist; export the model "
@@ -150,4 +153,6 @@ def _load_onnx(path: Path, *, device: str | None, max_length: int | None, dtype:
     if dtype is not None:
         raise ConfigError("dtype applies to the PyTorch backend; an ONNX export keeps the precision it was "
                           "exported with (fp32 or int8)")
+    if export_kind(path) == "bi_encoder":
+        return OnnxBiEncoder.from_pretrained(path, max_length=max_length)
     return OnnxCrossEncoder.from_pretrained(path, max_length=max_length)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -52,6 +52,26 @@ def _saved_settings(path: Path) -> dict:
     if st.is_file():
         out["max_length"] = json.loads(st.read_text(encoding="utf-8")).get("max_seq_length")
     return out
+
+
+def encode_by_length(texts: Sequence[str], run: Callable[[Sequence[str]], np.ndarray], dim: int, batch_size: int,
+                     show_progress: bool = False) -> np.ndarray:
+    """``(N, dim)`` float32 rows in input order from ``run`` on batches of texts of similar length (little padding)."""
+    order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))
+    out = np.zeros((len(texts), dim), dtype=np.float32)
+    for start in tqdm(range(0, len(order), batch_size), desc="encoding", unit="batch", disable=not show_progress):
+        idx = order[start : start + batch_size]
+        out[idx] = run([texts[i] for i in idx])
+    return out
+
+
+def cosine_scores(pairs: Sequence[tuple[str, str]], encode: Callable[[list[str]], np.ndarray]) -> list[float]:
+    """Cosine of each (query, document) pair's two vectors; ``encode`` sees each distinct text once."""
+    texts = list(dict.fromkeys(t for pair in pairs for t in pair))
+    where = {t: i for i, t in enumerate(texts)}
+    vectors = encode(texts)
+    vectors = vectors / np.linalg.norm(vectors, axis=1, keepdims=True).clip(min=1e-12)  # cosine even if not normalised
+    return [float(vectors[where[q]] @ vectors[where[d]]) for q, d in pairs]
 
 
 def pool(hidden: Tensor, mask: Tensor, pooling: str) -> Tensor:
@@ -115,24 +135,19 @@ class BiEncoder(nn.Module):
         """``(N, D)`` float32 vectors in input order; batches hold texts of similar length (little padding)."""
         was_training = self.training
         self.eval()
-        order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))
-        out = np.zeros((len(texts), self.dim), dtype=np.float32)
-        for start in tqdm(range(0, len(order), batch_size), desc="encoding", unit="batch",
-                          disable=not show_progress):
-            idx = order[start : start + batch_size]
-            features = self.tokenize([texts[i] for i in idx]).to(self.device)
-            out[idx] = self(**features).float().cpu().numpy()
+
+        def run(batch: Sequence[str]) -> np.ndarray:
+            return self(**self.tokenize(batch).to(self.device)).float().cpu().numpy()
+
+        out = encode_by_length(texts, run, self.dim, batch_size, show_progress)
         self.train(was_training)
         return out
 
     def score(self, pairs: Sequence[tuple[str, str]], *, batch_size: int = 64, max_length: int | None = None,
               show_progress: bool = False) -> list[float]:
         """Cosine similarity of each (query, document) pair; each distinct text is encoded once."""
-        texts = list(dict.fromkeys(t for pair in pairs for t in pair))
-        where = {t: i for i, t in enumerate(texts)}
-        vectors = self.encode(texts, batch_size=batch_size, show_progress=show_progress)
-        vectors /= np.linalg.norm(vectors, axis=1, keepdims=True).clip(min=1e-12)  # cosine even if not normalised
-        return [float(vectors[where[q]] @ vectors[where[d]]) for q, d in pairs]
+        return cosine_scores(pairs, lambda texts: self.encode(texts, batch_size=batch_size,
+                                                              show_progress=show_progress))
 
     def save_pretrained(self, path: str | Path) -> None:
         """A plain HF folder (``AutoModel`` weights, tokenizer) + ``bi_encoder.json`` + sentence-transformers modules."""
