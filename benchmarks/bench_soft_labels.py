@@ -57,6 +57,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--rank-max", type=int, default=30, help="the labelled negatives come from BM25 ranks 1..rank-max")
     p.add_argument("--teacher-steps", type=int, default=200)
     p.add_argument("--teacher-lr", type=float, default=1.5e-4)
+    p.add_argument("--teacher-model", default="", help="a cross-encoder already trained (e.g. by `distilrank train` on "
+                                                       "the demo groups) to label with, instead of training one")
     p.add_argument("--student-layers", default="2", help="MiniLM layers kept by the students: a count (the first "
                                                           "N) or a comma-separated list such as 0,5")
     p.add_argument("--student-encoder", default="cross", choices=("cross", "bi"),
@@ -228,9 +230,13 @@ def run(work: Path, args: argparse.Namespace) -> dict[str, Any]:
     mine_to_file(train_set, MineConfig(data=str(data_dir), output=str(groups), num_negatives=args.negatives,
                                        rank_max=args.rank_max, seed=args.seed))
     out: dict[str, Any] = {"train": {}}
-    out["train"]["teacher"] = train(MODEL, teacher_groups, work / "teacher", args, loss="listwise",
-                                    max_steps=args.teacher_steps, learning_rate=args.teacher_lr)
-    teacher = work / "teacher" / "model"
+    if args.teacher_model:
+        teacher = Path(args.teacher_model)
+        out["train"]["teacher"] = {"model": str(teacher), "trained": "before this run (--teacher-model)"}
+    else:
+        out["train"]["teacher"] = train(MODEL, teacher_groups, work / "teacher", args, loss="listwise",
+                                        max_steps=args.teacher_steps, learning_rate=args.teacher_lr)
+        teacher = work / "teacher" / "model"
     out["labelling"] = {"distilrank": label(teacher, groups, work / "labels.jsonl")}
     if not args.skip_st:
         out["labelling"]["sentence_transformers"] = st_labelling(teacher, groups, args.max_length)
