@@ -91,7 +91,9 @@ def load_teacher(
         logger.warning("teacher '%s' lacks %d encoder weights (randomly initialised): %s",
                        name, len(body_missing), ", ".join(body_missing[:5]))
     if head_missing:
-        logger.warning("teacher '%s' has no MLM head weights; the head is randomly initialised", name)
+        # info, not a warning: distill-mlm says what it does about it (fit the head, or skip the KL term), and
+        # a cosine-only run never uses the head
+        logger.info("teacher '%s' has no MLM head weights; the head is randomly initialised", name)
     _check_tied(model)
     return model.eval(), tokenizer, not head_missing
 

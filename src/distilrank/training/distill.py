@@ -169,6 +169,9 @@ def run_distill(cfg: DistillConfig, on_step: Callable[[int], None] | None = None
             f"fitting one first ({cfg.head_fit_steps} steps, encoder frozen)" if fit_head
             else "running without the KL term (teacher_head=skip_kl)"))
         alpha_ce = alpha_ce if fit_head else 0.0
+    elif not has_head and fit_head:  # alpha_mlm > 0: the student's MLM head starts from the fitted teacher head
+        _say(accelerator, f"the teacher {cfg.teacher} has no MLM head: fitting one first ({cfg.head_fit_steps} "
+                          "steps, encoder frozen) to start the student's")
     train_blocks, held_blocks, corpus = _load_blocks(cfg, tokenizer, accelerator)
     _say(accelerator, f"corpus: {corpus['documents']} documents, {corpus['blocks']} blocks of {cfg.block_size} "
                       f"tokens ({len(held_blocks)} held out){' (cached)' if corpus['cached'] else ''}")
