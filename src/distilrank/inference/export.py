@@ -19,10 +19,8 @@ from distilrank.errors import ConfigError
 from distilrank.inference.onnx_backend import (
     ONNX_FILE,
     ONNX_META,
-    OnnxBiEncoder,
-    OnnxCrossEncoder,
-    export_kind,
     import_onnxruntime,
+    load_export,
     make_session,
 )
 from distilrank.io import atomic_dir, atomic_write_json
@@ -270,12 +268,9 @@ def run_export(cfg: ExportConfig) -> dict[str, Any]:
     max_length = cfg.max_length or None
     out = export_onnx(cfg.model, cfg.output_dir, quantize=cfg.quantize, opset=cfg.opset, max_length=max_length)
     pairs = parity_pairs(cfg.parity_data, cfg.parity_pairs)
-    if export_kind(out) == "bi_encoder":
-        reference = np.asarray(BiEncoder.from_pretrained(cfg.model, max_length=max_length).score(pairs))
-        exported = np.asarray(OnnxBiEncoder.from_pretrained(out).score(pairs))
-    else:
-        reference = np.asarray(CrossEncoder.from_pretrained(cfg.model, max_length=max_length).score(pairs))
-        exported = np.asarray(OnnxCrossEncoder.from_pretrained(out).score(pairs))
+    source = BiEncoder if is_bi_encoder_checkpoint(cfg.model) else CrossEncoder
+    reference = np.asarray(source.from_pretrained(cfg.model, max_length=max_length).score(pairs))
+    exported = np.asarray(load_export(out).score(pairs))
     rho = spearman(reference, exported)
     parity = {"pairs": len(pairs), "data": cfg.parity_data,
               "max_abs_diff": float(np.abs(reference - exported).max()),

@@ -49,6 +49,13 @@ def export_kind(folder: str | Path) -> str:
         raise ConfigError(f"cannot read {meta}: {exc}; export the model again") from None
 
 
+def load_export(folder: str | Path, max_length: int | None = None) -> OnnxCrossEncoder | OnnxBiEncoder:
+    """The scoring model of an export folder, by its ``kind``: :class:`OnnxBiEncoder` or :class:`OnnxCrossEncoder`."""
+    if export_kind(folder) == "bi_encoder":
+        return OnnxBiEncoder.from_pretrained(folder, max_length=max_length)
+    return OnnxCrossEncoder.from_pretrained(folder, max_length=max_length)
+
+
 def _read_folder(folder: Path, max_length: int | None) -> tuple[Any, Any, int]:
     """An export folder's tokenizer, HF config and scoring length (``max_length`` None: the one saved at export)."""
     from transformers import AutoConfig, AutoTokenizer

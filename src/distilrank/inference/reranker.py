@@ -142,7 +142,7 @@ class Reranker:
 
 def _load_onnx(path: Path, *, device: str | None, max_length: int | None,
                dtype: torch.dtype | None) -> OnnxCrossEncoder | OnnxBiEncoder:
-    from distilrank.inference.onnx_backend import OnnxBiEncoder, OnnxCrossEncoder, export_kind
+    from distilrank.inference.onnx_backend import load_export
 
     if not (path / "model.onnx").is_file():
         raise ConfigError(f"backend='onnx' needs {path / 'model.onnx'}, which does not exist; export the model "
@@ -153,6 +153,4 @@ def _load_onnx(path: Path, *, device: str | None, max_length: int | None,
     if dtype is not None:
         raise ConfigError("dtype applies to the PyTorch backend; an ONNX export keeps the precision it was "
                           "exported with (fp32 or int8)")
-    if export_kind(path) == "bi_encoder":
-        return OnnxBiEncoder.from_pretrained(path, max_length=max_length)
-    return OnnxCrossEncoder.from_pretrained(path, max_length=max_length)
+    return load_export(path, max_length=max_length)
