@@ -79,6 +79,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--seeds", default="", help="comma-separated fine-tuning seeds for the students "
                                                 "(default: --seed only)")
     p.add_argument("--skip-trec", action="store_true")
+    p.add_argument("--work-dir", type=Path, default=None,
+                   help="keep the models here (default: a temporary folder, deleted); a Wikipedia-distilled "
+                        "student left there by a run with the same distillation settings is reused")
     p.add_argument("--demo-distill-text", default="demo", choices=("demo", "wiki"),
                    help="text the demo set's student is distilled on: the demo corpus, or the Wikipedia sample "
                         "(then one student serves both sets)")
@@ -163,14 +166,26 @@ def ndcg(dataset: Any, run: Any, model_dir: Path | None, top_k: int, max_length:
     return evaluate_reranking(dataset, run, model.score, top_k, relevance_level=level).reranked
 
 
+def distill_settings(args: argparse.Namespace) -> dict[str, Any]:
+    """What makes two Wikipedia-distilled students the same."""
+    return {k: getattr(args, k) for k in ("layers", "distill_steps", "distill_batch_size", "distill_lr", "head_fit_steps",
+                                          "wiki_blocks", "alpha_ce", "alpha_mlm", "alpha_cos", "seed")}
+
+
 def wiki_distilled(work: Path, args: argparse.Namespace) -> dict[str, Any]:
-    """The student distilled on the Wikipedia sample (once per run: both settings may use it)."""
+    """The student distilled on the Wikipedia sample: once per run, and reused from ``--work-dir`` when an earlier
+    run there distilled it with the same settings."""
     out = work / "wiki-distill"
-    report_file = out / "report.json"
+    report_file = out / "bench-report.json"
     if report_file.exists():
-        return json.loads(report_file.read_text())
+        saved = json.loads(report_file.read_text())
+        if saved["settings"] != distill_settings(args):
+            sys.exit(f"{out} holds a student distilled with other settings ({saved['settings']}); "
+                     "use another --work-dir")
+        print(f"reusing the distilled student in {out}")
+        return saved["report"]
     report = distill(str(args.data / WIKI), out, args, max_blocks=args.wiki_blocks)
-    report_file.write_text(json.dumps(report))
+    report_file.write_text(json.dumps({"settings": distill_settings(args), "report": report}))
     return report
 
 
@@ -275,7 +290,12 @@ def main(argv: list[str] | None = None) -> None:
     results: dict[str, Any] = results_header(args, argv)
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="bench-distill-") as tmp:
-        work = Path(tmp)
+        work = args.work_dir or Path(tmp)
+        taken = [p.name for p in work.glob("*") if p.name != "wiki-distill"] if work.exists() else []
+        if taken:
+            sys.exit(f"--work-dir {work} already holds {', '.join(sorted(taken))}: give a new folder, or one holding "
+                     "only wiki-distill/ from an earlier run")
+        work.mkdir(parents=True, exist_ok=True)
         copied = copied_student(work / "copied", args)
         results["demo"] = demo_setting(work, args, copied)
         if not args.skip_trec:
