@@ -271,9 +271,12 @@ def markdown(results: dict[str, Any]) -> str:
         d = results[setting]["distillation"]
         text = results[setting].get("distillation_text", "wiki" if setting == "trec_dl_2019" else "demo")
         lines += ["", f"distillation on the {'Wikipedia sample' if text == 'wiki' else 'demo corpus'}: "
-                      f"{d['train']['steps']} steps in {d['train']['seconds']:.0f}s "
-                      f"(+{d['train']['head_fit_seconds']:.0f}s head fit); held-out MLM accuracy teacher "
-                      f"{d['teacher']['mlm_accuracy']:.3f}, student {d['student']['mlm_accuracy']:.3f}"]
+                      f"{d['train']['steps']} steps over {d['corpus']['blocks']} blocks in {d['train']['seconds']:.0f}s "
+                      f"(+{d['train']['head_fit_seconds']:.0f}s head fit); " + (
+                          f"held-out MLM accuracy teacher {d['teacher']['mlm_accuracy']:.3f}, "
+                          f"student {d['student']['mlm_accuracy']:.3f}"
+                          if d["terms"]["alpha_ce"] or d["terms"]["alpha_mlm"]
+                          else "cosine term only (no MLM head trained, so no MLM accuracy)")]
     if "speed" in results:
         s = results["speed"]
         lines += ["", f"scoring speed ({s['pairs']} TREC DL pairs): student {s['pairs_per_s']['student']:.1f} pairs/s, "
