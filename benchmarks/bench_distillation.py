@@ -20,7 +20,12 @@ terms (KL, MLM, cosine).
 
 ``--demo-distill-text wiki`` distils one student on the Wikipedia sample and fine-tunes that same
 student on both sets (DistilBERT's way: one general-purpose distillation, then task fine-tuning);
-the default ``demo`` distils a second student on the demo corpus for the demo set.
+the default ``demo`` distils a second student on the demo corpus for the demo set;
+``wiki+demo`` takes the Wikipedia-distilled student and distils it further on the demo corpus
+(``--demo-distill-steps``): general distillation, then in-domain, as TinyBERT's two stages.
+
+``--zero-shot`` also scores every start before fine-tuning, as a mean-pooled cosine bi-encoder:
+how much of the teacher's ranking the distillation alone carries over.
 
 ``--seeds 13,14,15`` fine-tunes both students once per seed (the distillation runs once, with the
 first seed; the teacher is fine-tuned with the first seed only) and reports each seed's nDCG@10,
@@ -82,9 +87,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--work-dir", type=Path, default=None,
                    help="keep the models here (default: a temporary folder, deleted); a Wikipedia-distilled "
                         "student left there by a run with the same distillation settings is reused")
-    p.add_argument("--demo-distill-text", default="demo", choices=("demo", "wiki"),
-                   help="text the demo set's student is distilled on: the demo corpus, or the Wikipedia sample "
-                        "(then one student serves both sets)")
+    p.add_argument("--demo-distill-text", default="demo", choices=("demo", "wiki", "wiki+demo"),
+                   help="text the demo set's student is distilled on: the demo corpus, the Wikipedia sample "
+                        "(then one student serves both sets), or both in turn (the Wikipedia-distilled student "
+                        "distilled further on the demo corpus for --demo-distill-steps)")
+    p.add_argument("--demo-distill-steps", type=int, default=600,
+                   help="steps of the second, demo-corpus stage of --demo-distill-text wiki+demo")
+    p.add_argument("--zero-shot", action="store_true",
+                   help="also score each start before fine-tuning, as a mean-pooled cosine bi-encoder")
     p.add_argument("--loss", default="listwise", choices=("listwise", "mnrl", "triplet"),
                    help="fine-tuning loss: listwise trains cross-encoders, mnrl/triplet bi-encoders")
     p.add_argument("--alphas", default="5,2,1", help="distillation weights alpha_ce,alpha_mlm,alpha_cos")
@@ -105,12 +115,12 @@ def distill(corpus: str, out: Path, args: argparse.Namespace, **kw: Any) -> dict
     from distilrank.config import DistillConfig
     from distilrank.training.distill import run_distill
 
-    layers = tuple(int(x) for x in args.layers.split(","))
-    return run_distill(DistillConfig(
-        data=corpus, teacher=MODEL, output_dir=str(out), layers=layers, max_steps=args.distill_steps,
-        batch_size=args.distill_batch_size, learning_rate=args.distill_lr, head_fit_steps=args.head_fit_steps,
-        alpha_ce=args.alpha_ce, alpha_mlm=args.alpha_mlm, alpha_cos=args.alpha_cos, eval_blocks=128, seed=args.seed,
-        **kw))
+    settings: dict[str, Any] = dict(
+        data=corpus, teacher=MODEL, output_dir=str(out), layers=tuple(int(x) for x in args.layers.split(",")),
+        max_steps=args.distill_steps, batch_size=args.distill_batch_size, learning_rate=args.distill_lr,
+        head_fit_steps=args.head_fit_steps, alpha_ce=args.alpha_ce, alpha_mlm=args.alpha_mlm,
+        alpha_cos=args.alpha_cos, eval_blocks=128, seed=args.seed)
+    return run_distill(DistillConfig(**{**settings, **kw}))
 
 
 def copied_student(out: Path, args: argparse.Namespace) -> Path:
@@ -132,6 +142,14 @@ def finetune(model: str, train_file: Path, out: Path, args: argparse.Namespace, 
     return run_training(cfg)["train"]
 
 
+def zero_shot_bi_encoder(start: str, out: Path, max_length: int) -> Path:
+    """The start as it is, before any fine-tuning, saved as a mean-pooled cosine bi-encoder."""
+    from distilrank.models.bi_encoder import BiEncoder
+
+    BiEncoder.from_pretrained(start, pooling="mean", normalize=True, max_length=max_length).save_pretrained(out)
+    return out
+
+
 def finetune_starts(starts: dict[str, str], train_file: Path, work: Path, prefix: str, args: argparse.Namespace,
                     score: Any, **kw: Any) -> dict[str, Any]:
     """Fine-tune each start (the teacher with the first seed only, the students with every seed) and score it.
@@ -148,6 +166,8 @@ def finetune_starts(starts: dict[str, str], train_file: Path, work: Path, prefix
             info = finetune(start, train_file, out, args, seed, **kw)
             per_seed[str(seed)] = {**score(out / "model"), "train_seconds": info["seconds"], "model": str(out / "model")}
         row = dict(per_seed[str(seeds[0])])
+        if args.zero_shot:
+            row["zero_shot"] = score(zero_shot_bi_encoder(start, work / f"{prefix}-{k + 1}-zero-shot", kw["max_length"]))
         if len(args.seed_list) > 1:
             row["seeds"] = {s: m["nDCG@10"] for s, m in per_seed.items()}
             row["mean_nDCG@10"] = statistics.mean(row["seeds"].values())
@@ -203,6 +223,12 @@ def demo_setting(work: Path, args: argparse.Namespace, copied: Path) -> dict[str
                                    seed=args.seed))
     if args.demo_distill_text == "wiki":
         report, distilled = wiki_distilled(work, args), work / "wiki-distill" / "model"
+    elif args.demo_distill_text == "wiki+demo":  # general distillation, then in-domain (as TinyBERT's two stages)
+        general = wiki_distilled(work, args)
+        report = distill(str(data_dir / "corpus.jsonl"), work / "wiki-demo-distill", args, min_words=0, layers=(),
+                         student=str(work / "wiki-distill" / "model"), max_steps=args.demo_distill_steps)
+        report["general_stage"] = general
+        distilled = work / "wiki-demo-distill" / "model"
     else:
         report = distill(str(data_dir / "corpus.jsonl"), work / "demo-distill", args, min_words=0)
         distilled = work / "demo-distill" / "model"
@@ -258,6 +284,9 @@ def markdown(results: dict[str, Any]) -> str:
         lines += [f"\n{setting}: nDCG@10 after the same fine-tuning", "", "| start | nDCG@10 | of teacher |",
                   "|---|---:|---:|"]
         lines += [f"| {name} | {m['nDCG@10']:.4f} | {m['nDCG@10'] / teacher:.0%} |" for name, m in rows.items()]
+        if any("zero_shot" in m for m in rows.values()):
+            lines += ["", "| start, before fine-tuning (mean-pooled cosine) | nDCG@10 |", "|---|---:|"]
+            lines += [f"| {name} | {m['zero_shot']['nDCG@10']:.4f} |" for name, m in rows.items() if "zero_shot" in m]
         dist, copy = rows["distilled student"], rows["copied layers, no distillation"]
         if "seeds" in dist:
             diffs = {s: dist["seeds"][s] - copy["seeds"][s] for s in dist["seeds"]}
@@ -270,7 +299,13 @@ def markdown(results: dict[str, Any]) -> str:
                           f"{len(diffs)} seeds"]
         d = results[setting]["distillation"]
         text = results[setting].get("distillation_text", "wiki" if setting == "trec_dl_2019" else "demo")
-        lines += ["", f"distillation on the {'Wikipedia sample' if text == 'wiki' else 'demo corpus'}: "
+        where = {"wiki": "the Wikipedia sample", "demo": "the demo corpus",
+                 "wiki+demo": "the demo corpus, after the Wikipedia stage"}[text]
+        if "general_stage" in d:
+            g = d["general_stage"]["train"]
+            lines += ["", f"general stage on the Wikipedia sample: {g['steps']} steps over {g['blocks']} blocks "
+                          f"in {g['seconds']:.0f}s"]
+        lines += ["", f"distillation on {where}: "
                       f"{d['train']['steps']} steps over {d['corpus']['blocks']} blocks in {d['train']['seconds']:.0f}s "
                       f"(+{d['train']['head_fit_seconds']:.0f}s head fit); " + (
                           f"held-out MLM accuracy teacher {d['teacher']['mlm_accuracy']:.3f}, "
