@@ -84,6 +84,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--seeds", default="", help="comma-separated fine-tuning seeds for the students "
                                                 "(default: --seed only)")
     p.add_argument("--skip-trec", action="store_true")
+    p.add_argument("--skip-demo", action="store_true")
     p.add_argument("--work-dir", type=Path, default=None,
                    help="keep the models here (default: a temporary folder, deleted); a Wikipedia-distilled "
                         "student left there by a run with the same distillation settings is reused")
@@ -108,6 +109,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     except ValueError:
         p.error(f"--seeds {args.seeds}: give integers, e.g. 13,14,15")
     args.seed = args.seed_list[0]
+    if args.skip_demo and args.skip_trec:
+        p.error("--skip-demo with --skip-trec leaves nothing to run")
     return args
 
 
@@ -335,7 +338,8 @@ def main(argv: list[str] | None = None) -> None:
                      "only wiki-distill/ from an earlier run")
         work.mkdir(parents=True, exist_ok=True)
         copied = copied_student(work / "copied", args)
-        results["demo"] = demo_setting(work, args, copied)
+        if not args.skip_demo:
+            results["demo"] = demo_setting(work, args, copied)
         if not args.skip_trec:
             results["trec_dl_2019"] = trec_setting(work, args, copied)
             rows = results["trec_dl_2019"]["rankings"]  # the fine-tuned teacher and distilled student (first seed)
