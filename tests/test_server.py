@@ -36,6 +36,7 @@ class Counting:
 
     def __init__(self, inner: Reranker, delay: float = 0.0) -> None:
         self.inner, self.delay, self.calls, self.fail = inner, delay, 0, False
+        self.model = inner.model  # the server counts tokens with model.tokenizer, alongside scoring
         self.lock = threading.Lock()
 
     def score(self, pairs):
@@ -93,7 +94,7 @@ def test_health(reranker: Reranker) -> None:
     ({"query": "q", "documents": []}, "documents"),
     ({"query": "q", "documents": ["a", 7]}, "documents.1"),
     ({"query": "q", "documents": "a"}, "documents"),
-    ({"query": "q", "documents": ["a"], "top_n": 0}, "top_n"),
+    ({"query": "q", "documents": ["a"], "top_n": -1}, "top_n"),
     ({"query": "q", "documents": ["a"], "top_n": "2"}, "top_n"),
     ({"query": "q", "documents": ["a"], "return_documents": "yes"}, "return_documents"),
 ])
@@ -253,3 +254,150 @@ def test_real_uvicorn_server(reranker: Reranker) -> None:
         server.should_exit = True
         thread.join(timeout=10)
     assert not thread.is_alive()
+
+
+# ---- the shapes real clients send (Cohere v1/v2, Jina, vLLM, Infinity) ----
+
+def rerank(client: TestClient, path: str = "/rerank", **body) -> dict:
+    r = client.post(path, json={"query": QUERY, "documents": DOCS, **body})
+    assert r.status_code == 200, r.text
+    return r.json()
+
+
+def test_same_answer_at_every_route(reranker: Reranker) -> None:
+    with make_client(reranker) as client:
+        answers = [rerank(client, path, top_n=3) for path in ("/rerank", "/v1/rerank", "/v2/rerank")]
+        assert client.post("/v3/rerank", json={"query": QUERY, "documents": DOCS}).status_code == 404
+    assert answers[0]["results"] == answers[1]["results"] == answers[2]["results"]
+    assert len({a["id"] for a in answers}) == 3  # a fresh id per answer
+    for a in answers:
+        assert a["model"] == "tiny" and set(a) == {"id", "model", "results", "usage", "meta"}
+
+
+def test_text_objects_score_as_strings_and_come_back_whole(reranker: Reranker) -> None:
+    objects = [{"text": d, "id": f"doc-{i}"} for i, d in enumerate(DOCS)]
+    with make_client(reranker) as client:
+        plain = rerank(client)
+        wrapped = rerank(client, documents=objects, return_documents=True)
+    assert [(x["index"], x["relevance_score"]) for x in wrapped["results"]] == \
+        [(x["index"], x["relevance_score"]) for x in plain["results"]]
+    for x in wrapped["results"]:  # the object as given, extra fields kept (Cohere v1)
+        assert x["document"] == {"text": DOCS[x["index"]], "id": f"doc-{x['index']}"}
+
+
+def test_rank_fields_score_the_named_fields_in_order(reranker: Reranker) -> None:
+    docs = [{"title": f"title {i}", "body": d} for i, d in enumerate(DOCS)]
+    joined = [f"title {i}\n{d}" for i, d in enumerate(DOCS)]
+    want = reranker.score([(QUERY, t) for t in joined])
+    with make_client(reranker) as client:
+        got = rerank(client, documents=docs, rank_fields=["title", "body"], return_documents=True)
+        mixed = rerank(client, documents=[DOCS[0], {"body": DOCS[1]}], rank_fields=["body"])
+    for x in got["results"]:
+        assert x["relevance_score"] == pytest.approx(want[x["index"]], abs=1e-5)
+        # no "text" field: document.text is the text that was scored
+        assert x["document"] == {"text": joined[x["index"]], **docs[x["index"]]}
+    assert sorted(x["index"] for x in mixed["results"]) == [0, 1]  # strings stay strings
+
+
+def test_top_n_zero_or_null_is_all_and_return_documents_null_is_false(reranker: Reranker) -> None:
+    with make_client(reranker) as client:
+        for top_n in (0, None):
+            body = rerank(client, top_n=top_n, return_documents=None)
+            assert len(body["results"]) == len(DOCS)
+            assert all("document" not in x for x in body["results"])
+        assert len(rerank(client, top_n=2)["results"]) == 2
+
+
+def test_max_tokens_per_doc_cuts_documents_and_reports_it(reranker: Reranker) -> None:
+    tok = reranker.model.tokenizer
+    ids = [tok(d, add_special_tokens=False)["input_ids"] for d in DOCS]
+    cut = [tok.decode(i[:3]) for i in ids]
+    want = reranker.score([(QUERY, c) for c in cut])
+    n_query = len(tok(QUERY, add_special_tokens=False)["input_ids"])
+    with make_client(reranker) as client:
+        body = rerank(client, max_tokens_per_doc=3, return_documents=True)
+        whole = rerank(client)
+    long = sum(len(i) > 3 for i in ids)
+    assert long >= 2 and body["meta"]["truncated_documents"] == long
+    assert "max_tokens_per_doc=3" in body["meta"]["warnings"][0]
+    for x in body["results"]:
+        assert x["relevance_score"] == pytest.approx(want[x["index"]], abs=1e-5)
+        assert x["document"]["text"] == DOCS[x["index"]]  # the document as given, not the cut one
+    tokens = n_query * len(DOCS) + sum(min(len(i), 3) for i in ids)
+    assert body["usage"] == {"prompt_tokens": tokens, "total_tokens": tokens}
+    assert whole["meta"]["truncated_documents"] == 0 and "warnings" not in whole["meta"]
+    assert whole["usage"]["prompt_tokens"] == n_query * len(DOCS) + sum(map(len, ids))
+
+
+def test_without_a_tokenizer_words_count_as_tokens() -> None:
+    class ByLength:  # no .model.tokenizer: the server falls back to whitespace-separated words
+        def score(self, pairs):
+            return [float(len(d)) for _, d in pairs]
+
+    with make_client(ByLength()) as client:
+        body = client.post("/rerank", json={"query": "two words", "documents": ["a bb ccc dddd", "e"],
+                                            "max_tokens_per_doc": 2}).json()
+    assert [x["relevance_score"] for x in body["results"]] == [4.0, 1.0]  # "a bb" was scored
+    assert body["usage"]["prompt_tokens"] == 2 * 2 + 2 + 1 and body["meta"]["truncated_documents"] == 1
+
+
+def test_score_scale_sigmoid_keeps_order_and_raw_scores_overrides(reranker: Reranker) -> None:
+    import math
+
+    with make_client(reranker) as client:
+        raw = rerank(client)
+    with make_client(reranker, score_scale="sigmoid") as client:
+        sig = rerank(client)
+        infinity_raw = rerank(client, raw_scores=True)
+    assert raw["meta"]["score_scale"] == "raw" and sig["meta"]["score_scale"] == "sigmoid"
+    assert [x["index"] for x in sig["results"]] == [x["index"] for x in raw["results"]]
+    for r, s in zip(raw["results"], sig["results"]):
+        assert 0 < s["relevance_score"] < 1
+        assert s["relevance_score"] == pytest.approx(1 / (1 + math.exp(-r["relevance_score"])), abs=1e-9)
+    assert infinity_raw["results"] == raw["results"]
+
+
+def test_sigmoid_is_stable_at_extremes() -> None:
+    from distilrank.inference.rerank_protocol import scaled
+
+    assert scaled(-1000.0, "sigmoid") == 0.0 and scaled(1000.0, "sigmoid") == 1.0
+    assert scaled(0.0, "sigmoid") == 0.5 and scaled(-3.5, "raw") == -3.5
+
+
+@pytest.mark.parametrize("body, field, words", [
+    ({"documents": [{"text": "a"}, {"title": "b"}]}, "documents.1.text", "rank_fields"),
+    ({"documents": ["a", {"text": 3}]}, "documents.1.text", "int, not a string"),
+    ({"documents": ["a", 7]}, "documents.1", "string or an object"),
+    ({"documents": [["a"]]}, "documents.0", "string or an object"),
+    ({"documents": [{"title": "a", "text": "b"}], "rank_fields": ["title", "author"]}, "documents.0.author", "missing"),
+    ({"documents": ["a"], "rank_fields": "title"}, "rank_fields", ""),
+    ({"documents": ["a"], "max_tokens_per_doc": 0}, "max_tokens_per_doc", ""),
+    ({"documents": ["a"], "max_tokens_per_doc": "10"}, "max_tokens_per_doc", ""),
+    ({"documents": ["a"], "raw_scores": "no"}, "raw_scores", ""),
+])
+def test_bad_documents_and_fields_are_422(reranker: Reranker, body: dict, field: str, words: str) -> None:
+    with make_client(reranker) as client:
+        for path in ("/rerank", "/v2/rerank"):
+            r = client.post(path, json={"query": "q", **body})
+            assert r.status_code == 422
+            err = r.json()
+            assert f"invalid request: {field}" in err["error"] and words in err["error"]
+            assert any(".".join(map(str, d["loc"])) == field for d in err["detail"])
+
+
+def test_size_limits_apply_to_the_scored_text_of_objects(reranker: Reranker) -> None:
+    with make_client(reranker, max_document_chars=10) as client:
+        r = client.post("/rerank", json={"query": "q", "documents": [{"a": "x" * 6, "b": "y" * 6}],
+                                         "rank_fields": ["a", "b"]})
+    assert r.status_code == 413 and "document 0 has 13 characters" in r.json()["error"]
+
+
+def test_bad_score_scale_is_one_clear_line(capsys) -> None:
+    from distilrank.cli import main
+
+    with pytest.raises(ConfigError, match="score_scale must be raw or sigmoid, got 'percent'"):
+        ServeConfig(model="/models/tiny", score_scale="percent")
+    assert main(["serve", "model=/models/tiny", "score_scale=percent"]) == 2
+    err = capsys.readouterr().err
+    assert "score_scale must be raw or sigmoid" in err and "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1

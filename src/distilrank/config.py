@@ -315,7 +315,7 @@ class ExportConfig:
 
 @dataclass(frozen=True)
 class ServeConfig:
-    """``distilrank serve``: an HTTP rerank API (Cohere/Jina shape) over one model loaded at start-up."""
+    """``distilrank serve``: an HTTP rerank API (Cohere/Jina/vLLM/Infinity shapes) over one model loaded at start-up."""
 
     model: str = ""  # a saved reranker folder (PyTorch or ONNX); never taken from a request
     host: str = "127.0.0.1"
@@ -327,6 +327,8 @@ class ServeConfig:
     max_query_chars: int = 2_000
     max_body_bytes: int = 5_000_000  # request body; more -> 413
     batch_wait_ms: float = 2.0  # how long a request waits for others to share its scoring batch
+    # relevance_score: "raw" (the model's score) or "sigmoid" (a cross-encoder's logit in (0, 1), Cohere's range)
+    score_scale: str = "raw"
     # documents longer than max_length: "firstp" (truncate), "maxp" (best of overlapping passages), "": the model's own
     long_documents: str = ""
     passage_stride: int = 0  # document tokens shared by neighbouring passages (0: the model's own, default 64)
@@ -341,6 +343,7 @@ class ServeConfig:
         _check_positive(self, "max_documents", "max_document_chars", "max_query_chars",
                         "max_body_bytes")
         _check(0 <= self.batch_wait_ms <= 1000, f"batch_wait_ms must be in [0, 1000], got {self.batch_wait_ms}")
+        _check(self.score_scale in ("raw", "sigmoid"), f"score_scale must be raw or sigmoid, got {self.score_scale!r}")
 
 
 @dataclass(frozen=True)

@@ -1,9 +1,10 @@
-"""``distilrank serve``: an HTTP rerank API in the shape of the Cohere and Jina rerank APIs.
+"""``distilrank serve``: an HTTP rerank API that the Cohere, Jina, vLLM and Infinity clients can call.
 
-``POST /rerank`` takes ``{"query", "documents", "top_n"?, "return_documents"?}`` and answers
-``{"model", "results": [{"index", "relevance_score", "document"?}], "meta"}``, best first.
-``GET /health`` answers ``{"status": "ok", "model"}``. The model is loaded once at start-up
-from the config; a request never names a path.
+``POST /rerank``, ``/v1/rerank`` and ``/v2/rerank`` (one handler) take ``{"query", "documents",
+"top_n"?, "return_documents"?, "rank_fields"?, "max_tokens_per_doc"?}`` and answer ``{"id", "model",
+"results": [{"index", "relevance_score", "document"?}], "usage", "meta"}``, best first (the shapes:
+rerank_protocol.py). ``GET /health`` answers ``{"status": "ok", "model"}``. The model is loaded once
+at start-up from the config; a request never names a path.
 
 Concurrent requests share scoring calls: a background worker collects the pairs of the requests
 that arrive within ``batch_wait_ms`` and scores them together in a worker thread, one call at a
@@ -13,7 +14,6 @@ time, so the event loop keeps accepting requests while the model runs.
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
 import os
 import re
@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 from distilrank.config import ServeConfig
 from distilrank.errors import ConfigError, MissingExtraError
+from distilrank.inference import rerank_protocol as protocol
 
 if TYPE_CHECKING:
     import fastapi
@@ -38,6 +39,7 @@ ScoreFn = Callable[[Sequence[Pair]], list[float]]
 
 # a hub id such as "org/name": the only model string that may name no local folder
 _HUB_ID = re.compile(r"^[\w.-]+/[\w.-]+$")
+ROUTES = ("/rerank", "/v1/rerank", "/v2/rerank")
 
 
 @dataclass
@@ -134,28 +136,6 @@ class BatchScorer:
             start += len(j.pairs)
 
 
-@functools.cache
-def _request_model() -> type:
-    """The pydantic model of a ``POST /rerank`` body (built on first use: pydantic comes with [serve])."""
-    from pydantic import BaseModel, Field, StrictBool, StrictInt, StrictStr, field_validator
-
-    class RerankRequest(BaseModel):
-        query: StrictStr
-        documents: list[StrictStr] = Field(min_length=1)
-        top_n: StrictInt | None = Field(default=None, ge=1)
-        return_documents: StrictBool = False
-        model: str | None = None  # Cohere/Jina clients send one; the served model is fixed at start-up
-
-        @field_validator("query")
-        @classmethod
-        def _not_blank(cls, v: str) -> str:
-            if not v.strip():
-                raise ValueError("query must not be empty or blank")
-            return v
-
-    return RerankRequest
-
-
 def _error(status: int, message: str, detail: Any = None) -> Any:
     from fastapi.responses import JSONResponse
 
@@ -172,13 +152,18 @@ def _validation_error(exc: Any) -> Any:
     return _error(422, f"invalid request: {where}", errors)
 
 
-def _too_large(req: Any, cfg: ServeConfig) -> str:
+def _request_error(exc: protocol.RequestError) -> Any:
+    where = ".".join(str(p) for p in exc.loc)
+    return _error(422, f"invalid request: {where}: {exc.msg}", [{"loc": exc.loc, "msg": exc.msg, "type": "value_error"}])
+
+
+def _too_large(req: Any, texts: list[str], cfg: ServeConfig) -> str:
     """Why the request is over a size limit ("" when it is not)."""
-    if len(req.documents) > cfg.max_documents:
-        return f"{len(req.documents)} documents; at most {cfg.max_documents} per request (max_documents)"
+    if len(texts) > cfg.max_documents:
+        return f"{len(texts)} documents; at most {cfg.max_documents} per request (max_documents)"
     if len(req.query) > cfg.max_query_chars:
         return f"query has {len(req.query)} characters; at most {cfg.max_query_chars} (max_query_chars)"
-    for i, d in enumerate(req.documents):
+    for i, d in enumerate(texts):
         if len(d) > cfg.max_document_chars:
             return f"document {i} has {len(d)} characters; at most {cfg.max_document_chars} (max_document_chars)"
     return ""
@@ -256,7 +241,8 @@ def create_app(reranker: Reranker, cfg: ServeConfig, model_name: str = "") -> fa
     name = model_name or Path(cfg.model).name or str(cfg.model)
     # reranker.score already batches by batch_size; several of its batches per call amortise the thread hop
     scorer = BatchScorer(reranker.score, wait_s=cfg.batch_wait_ms / 1000, max_pairs=max(256, 4 * getattr(reranker, "batch_size", 64)))
-    request_model = _request_model()
+    request_model = protocol.request_model()
+    counter = protocol.TokenCounter(getattr(getattr(reranker, "model", None), "tokenizer", None))
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Any) -> Any:
@@ -276,27 +262,26 @@ def create_app(reranker: Reranker, cfg: ServeConfig, model_name: str = "") -> fa
         started = time.perf_counter()
         try:
             req = request_model.model_validate_json(await request.body())
+            texts = protocol.document_texts(req.documents, req.rank_fields)
         except ValidationError as exc:  # malformed JSON lands here too (type json_invalid)
             return _validation_error(exc)
-        if reason := _too_large(req, cfg):
+        except protocol.RequestError as exc:
+            return _request_error(exc)
+        if reason := _too_large(req, texts, cfg):
             return _error(413, reason)
         try:
-            scores = await scorer.score([(req.query, d) for d in req.documents])
+            prepared = await asyncio.to_thread(counter.prepare, req.query, texts, req.max_tokens_per_doc)
+            scores = await scorer.score([(req.query, d) for d in prepared.texts])
         except Exception as exc:
             return _error(500, f"scoring failed: {type(exc).__name__}: {exc}")
-        order = sorted(range(len(scores)), key=lambda i: -scores[i])[:req.top_n]  # stable: ties keep input order
-        results = []
-        for i in order:
-            item: dict[str, Any] = {"index": i, "relevance_score": scores[i]}
-            if req.return_documents:
-                item["document"] = {"text": req.documents[i]}
-            results.append(item)
-        meta = {"documents": len(req.documents), "seconds": round(time.perf_counter() - started, 6)}
-        return JSONResponse({"model": name, "results": results, "meta": meta})
+        body = protocol.rerank_response(req, scores, prepared, model=name, scale=cfg.score_scale)
+        body["meta"]["seconds"] = round(time.perf_counter() - started, 6)
+        return JSONResponse(body)
 
     # plain Starlette routes: the handlers parse the body themselves (size limits first, then pydantic)
     app.add_route("/health", health, methods=["GET"])
-    app.add_route("/rerank", rerank, methods=["POST"])
+    for path in ROUTES:  # one handler: Jina, vLLM and Infinity post to /rerank or /v1/rerank, Cohere to /v1 or /v2
+        app.add_route(path, rerank, methods=["POST"])
     return app
 
 
@@ -329,5 +314,5 @@ def run_server(cfg: ServeConfig) -> None:
                              long_documents=cfg.long_documents, passage_stride=cfg.passage_stride,
                              max_passages=cfg.max_passages)
     app = create_app(reranker, cfg)
-    print(f"serving {cfg.model} on http://{cfg.host}:{cfg.port} (POST /rerank, GET /health); Ctrl+C stops")
+    print(f"serving {cfg.model} on http://{cfg.host}:{cfg.port} (POST /rerank, /v1/rerank, /v2/rerank; GET /health); Ctrl+C stops")
     uvicorn.run(app, host=cfg.host, port=cfg.port, log_level="info")
