@@ -20,7 +20,11 @@ from distilrank.errors import ConfigError
 
 DEFAULT_MODEL = "packaged:all-MiniLM-L6-v2"  # resolved by distilrank.models.resolve_model_path
 
-LOSSES = ("bce", "pairwise", "listwise", "margin_mse", "logit_mse", "kl", "triplet", "mnrl")
+# learning-to-rank losses over each query's list (distilrank.losses.ltr): graded labels, teacher scores or rankings
+LTR_LOSSES = ("ranknet", "listnet", "plistmle", "lambdaloss", "adr_mse")
+LOSSES = ("bce", "pairwise", "listwise", "margin_mse", "logit_mse", "kl", "triplet", "mnrl", *LTR_LOSSES)
+# what an LTR loss reads the training targets as; "": labels for binary groups, scores for teacher scores
+LTR_TARGETS = ("", "labels", "scores", "ranks")
 # losses that train a bi-encoder (query and passage embedded apart) instead of a cross-encoder
 EMBEDDING_LOSSES = ("triplet", "mnrl")
 # losses that learn from a teacher's soft labels (scores or [false, true] logits), not from binary relevance
@@ -140,6 +144,10 @@ class TrainConfig:
     # "bi": a bi-encoder (also on soft labels: its score scale * cosine learns the teacher's); "cross": a
     # cross-encoder (or seq2seq) reranker; "": the loss decides (triplet and mnrl: bi-encoder)
     encoder: str = ""
+    # LTR losses (ranknet, listnet, plistmle, lambdaloss, adr_mse): what the targets are ("ranks": only the order
+    # of the teacher's scores counts, e.g. a listwise LLM teacher's ranking) and lambdaloss's weighting scheme
+    targets: str = ""
+    lambda_scheme: str = "ndcg2pp"
 
     @property
     def bi_encoder(self) -> bool:
@@ -176,6 +184,10 @@ class TrainConfig:
         _check(self.pooling in ("mean", "cls"), f"pooling must be mean or cls, got {self.pooling!r}")
         _check(0 < self.scale <= 1000, f"scale must be in (0, 1000], got {self.scale}")
         _check_encoder(self.encoder, self.loss, self.task)
+        _check(self.targets in LTR_TARGETS, f"targets must be labels, scores, ranks or empty, got {self.targets!r}")
+        _check(not self.targets or self.loss in LTR_LOSSES, f"targets applies to the LTR losses {LTR_LOSSES}")
+        _check(self.lambda_scheme in ("ndcg2pp", "lambdarank", "ndcg2", "ndcg1", "none"),
+               f"lambda_scheme must be ndcg2pp, lambdarank, ndcg2, ndcg1 or none, got {self.lambda_scheme!r}")
 
 
 def _check_encoder(encoder: str, loss: str, task: str = "rerank") -> None:

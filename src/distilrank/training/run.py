@@ -88,9 +88,11 @@ def _make_task(cfg: TrainConfig, model: Student, examples: Sequence[Any]) -> Rer
     """Soft labels train with SoftLabelTask, binary labels (groups, triplets, pairs) with RerankTask."""
     task: RerankTask | SoftLabelTask
     if isinstance(examples[0] if examples else None, SoftGroup):
-        task = SoftLabelTask(model, cfg.loss, cfg.group_size, cfg.max_length, cfg.temperature)
+        task = SoftLabelTask(model, cfg.loss, cfg.group_size, cfg.max_length, cfg.temperature, cfg.targets,
+                             cfg.lambda_scheme)
     else:
-        task = RerankTask(model, cfg.loss, cfg.group_size, cfg.max_length, cfg.margin)
+        task = RerankTask(model, cfg.loss, cfg.group_size, cfg.max_length, cfg.margin, cfg.targets,
+                          cfg.temperature, cfg.lambda_scheme)
     try:
         task.check(examples)
     except ConfigError as exc:

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from distilrank.config import SOFT_LOSSES
+from distilrank.config import LTR_LOSSES, SOFT_LOSSES
 from distilrank.data.collate import BlockMasker, pair_lengths
 from distilrank.data.records import Group, LabeledPair, SoftGroup
 from distilrank.errors import ConfigError, DataError
@@ -30,6 +30,7 @@ from distilrank.losses import (
     pairwise_margin,
     pointwise_bce,
 )
+from distilrank.losses.ltr import check_ltr_targets, ltr_loss
 
 if TYPE_CHECKING:
     from distilrank.models.cross_encoder import CrossEncoder
@@ -90,6 +91,10 @@ class RerankTask:
     Groups are cut to ``group_size`` documents (positive + first negatives). For ``bce`` a group
     becomes pairs labeled 1 (positive) and 0 (negatives). A seq2seq (monoT5-style) student is
     scored by :func:`student_scores` (true - false logit), so every loss applies to it too.
+
+    The LTR losses (``LTR_LOSSES``: ranknet, listnet, plistmle, lambdaloss, adr_mse) read a group's
+    targets as labels ``[1, 0, ..., 0]`` (positive first), or as its teacher ``scores`` when every
+    group has them; ``targets`` (``labels``/``scores``/``ranks``) overrides that choice.
     """
 
     model: Student
@@ -97,6 +102,9 @@ class RerankTask:
     group_size: int = 8
     max_length: int = 128
     margin: float = 1.0
+    targets: str = ""
+    temperature: float = 1.0
+    lambda_scheme: str = "ndcg2pp"
 
     def check(self, examples: Sequence[Any]) -> None:
         if not examples:
@@ -111,6 +119,13 @@ class RerankTask:
             raise ConfigError(f"labeled pairs {{query, passage, label}} train with loss=bce, not {self.loss_name!r}")
         if self.loss_name == "margin_mse" and any(g.teacher_scores is None for g in examples):
             raise ConfigError("loss=margin_mse needs teacher scores: groups jsonl with a 'scores' list")
+        if self.loss_name in LTR_LOSSES:
+            scored = all(g.teacher_scores is not None for g in examples)
+            if self.targets in ("scores", "ranks") and not scored:
+                raise ConfigError(f"targets={self.targets} needs teacher scores: groups jsonl with a 'scores' list "
+                                  "on every line (or targets=labels: the positive is 1, the negatives 0)")
+            self.targets = self.targets or ("scores" if scored else "labels")
+            check_ltr_targets(self.loss_name, self.targets, self.temperature, self.lambda_scheme)
 
     def lengths(self, examples: Sequence[Any]) -> list[int]:
         """Padded width each example brings to a batch: its longest pair in exact tokens."""
@@ -153,6 +168,13 @@ class RerankTask:
         if "labels" in batch:
             return pointwise_bce(scores, batch["labels"].to(scores.device))
         scores = scores.view(-1, batch["group_size"])  # (B, G): positive first
+        if self.loss_name in LTR_LOSSES:
+            if self.targets == "labels":
+                targets = torch.zeros_like(scores)
+                targets[:, 0] = 1.0
+            else:
+                targets = batch["teacher"].to(scores.device)  # (B, G)
+            return ltr_loss(self.loss_name, scores, targets, None, self.targets, self.temperature, self.lambda_scheme)
         if self.loss_name == "listwise":
             return listwise_softmax_ce(scores)
         if self.loss_name == "pairwise":
@@ -163,6 +185,11 @@ class RerankTask:
         labels = torch.zeros_like(scores)
         labels[:, 0] = 1.0
         return pointwise_bce(scores.reshape(-1), labels.reshape(-1))
+
+
+def pad_groups(flat: Tensor, sizes: Sequence[int]) -> Tensor:
+    """``(N,)`` values of consecutive groups of ``sizes`` -> ``(B, max(sizes))``, padded with zeros (False)."""
+    return torch.nn.utils.rnn.pad_sequence(list(flat.split(list(sizes))), batch_first=True)
 
 
 def split_soft_groups(groups: Sequence[SoftGroup], group_size: int, seed: int) -> list[SoftGroup]:
@@ -233,8 +260,12 @@ class SoftLabelTask:
     * ``margin_mse``: in each sub-group, the student's margins between the teacher's best document
       and every other one match the teacher's (:func:`~distilrank.losses.margin_mse`).
 
-    ``kl`` and ``margin_mse`` compare documents within a group: sub-groups of one document (queries
-    labelled with a single document) carry no signal for them and are dropped by :meth:`prepare`.
+    * the LTR losses (``LTR_LOSSES``): over each sub-group, the teacher's scores as targets
+      (``targets``: ``scores`` by default, ``ranks`` to keep only their order, ``labels`` when the
+      scores are graded labels).
+
+    ``kl``, ``margin_mse`` and the LTR losses compare documents within a group: sub-groups of one document
+    (queries labelled with a single document) carry no signal for them and are dropped by :meth:`prepare`.
     """
 
     model: Student
@@ -242,18 +273,23 @@ class SoftLabelTask:
     group_size: int = 8
     max_length: int = 128
     temperature: float = 1.0
+    targets: str = ""
+    lambda_scheme: str = "ndcg2pp"
 
     @property
     def grouped(self) -> bool:
-        return self.loss_name in ("kl", "margin_mse")
+        return self.loss_name in ("kl", "margin_mse", *LTR_LOSSES)
 
     def check(self, examples: Sequence[Any]) -> None:
         if not examples:
             raise ConfigError("the training data holds no soft-label groups")
-        if self.loss_name not in SOFT_LOSSES:
+        if self.loss_name not in SOFT_LOSSES + LTR_LOSSES:
             raise ConfigError(f"the training data holds a teacher's soft labels (scores or [false, true] logits), "
                               f"which loss={self.loss_name} cannot learn from; use a soft-label loss: "
-                              "loss=logit_mse, kl or margin_mse")
+                              f"loss=logit_mse, kl or margin_mse, or an LTR loss ({', '.join(LTR_LOSSES)})")
+        if self.loss_name in LTR_LOSSES:
+            self.targets = self.targets or "scores"
+            check_ltr_targets(self.loss_name, self.targets, self.temperature, self.lambda_scheme)
         for k, g in enumerate(examples):
             _check_soft_group(k, g)
         if self.grouped and all(len(g.documents) < 2 for g in examples):
@@ -325,6 +361,10 @@ class SoftLabelTask:
         teacher = batch["teacher"].to(scores.device)  # (N,)
         if self.loss_name == "logit_mse":
             return F.mse_loss(scores, teacher)
+        if self.loss_name in LTR_LOSSES:
+            s, t = pad_groups(scores, batch["sizes"]), pad_groups(teacher, batch["sizes"])  # (B, G_max)
+            mask = pad_groups(torch.ones_like(scores, dtype=torch.bool), batch["sizes"])
+            return ltr_loss(self.loss_name, s, t, mask, self.targets, self.temperature, self.lambda_scheme)
         if self.loss_name == "margin_mse":
             best, other = batch["best"].to(scores.device), batch["other"].to(scores.device)
             return margin_mse(scores[best], scores[other], teacher[best] - teacher[other])
