@@ -121,6 +121,32 @@ def _cmd_compare(args: argparse.Namespace) -> None:
         print(f"chart: {cfg.output}")
 
 
+def _cmd_pipeline(args: argparse.Namespace) -> None:
+    from distilrank.pipeline import describe_plan, load_plan, run_pipeline
+
+    # --dry-run may come after key=value pairs too (they are taken as the rest of the line)
+    overrides = [a for a in args.overrides if a != "--dry-run"]
+    plan = load_plan(args.file, overrides)  # every stage checked before anything runs
+    if args.dry_run or len(overrides) < len(args.overrides):
+        print(describe_plan(plan))
+        return
+    run_pipeline(plan)
+
+
+def _add_pipeline(sub: Any) -> None:
+    summary = ("run a YAML pipeline whose stages are distilrank commands (mine, train, label, distill-mlm, "
+               "eval, export); finished stages are skipped, unfinished ones resume")
+    p = sub.add_parser("pipeline", help=summary, description=summary,
+                       epilog="FILE: a pipeline YAML, or a packaged one by name (demo). key=value pairs set the "
+                              "file's variables (e.g. output_dir=runs/x seed=14).",
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("file", metavar="FILE", help="pipeline YAML file, or the name of a packaged pipeline")
+    p.add_argument("overrides", nargs=argparse.REMAINDER, metavar="key=value",
+                   help="variables that override the file's")
+    p.add_argument("--dry-run", action="store_true", help="print the resolved plan and exit; run nothing")
+    p.set_defaults(fn=_cmd_pipeline)
+
+
 def _commands() -> dict[str, tuple[str, Callable[[argparse.Namespace], None], str]]:
     return {
         "demo": ("run the whole pipeline offline on the embedded demo dataset", _cmd_demo, "DemoConfig"),
@@ -161,6 +187,7 @@ def build_parser() -> argparse.ArgumentParser:
         if name == "demo":
             p.add_argument("--output-dir", help="folder for everything the demo writes (default: a new folder)")
         p.set_defaults(fn=fn)
+    _add_pipeline(sub)
     return parser
 
 

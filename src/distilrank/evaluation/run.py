@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import time
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from distilrank.config import EvalConfig
@@ -63,13 +65,15 @@ def run_eval(cfg: EvalConfig) -> dict[str, Any]:
         reranker = Reranker.load(cfg.model, batch_size=cfg.batch_size, max_length=cfg.max_length or None,
                                  long_documents=cfg.long_documents, passage_stride=cfg.passage_stride,
                                  max_passages=cfg.max_passages)
-        scorer = lambda pairs: reranker.score(pairs, show_progress=True)  # noqa: E731
+        scorer = timed = TimedScorer(lambda pairs: reranker.score(pairs, show_progress=True))
         long_docs = long_document_stats(reranker.model, dataset, run)
     report = evaluate_reranking(dataset, run, scorer, cfg.top_k, fusion_weight=cfg.fusion_weight,
                                 relevance_level=cfg.relevance_level)
     first_name = "bm25" if given is None and not run_file else "first stage"
     print(render_report(report, first_name))
-    result = report.as_dict()
+    result = {**report.as_dict(), "first_stage_name": first_name}
+    if cfg.model:  # what the summary of a pipeline compares: model size and scoring speed
+        result.update(model_size(reranker.model), **timed.as_dict())
     if long_docs:
         from distilrank.data.passages import describe_stats
 
@@ -83,6 +87,35 @@ def run_eval(cfg: EvalConfig) -> dict[str, Any]:
             systems["reranker"] = report.reranked
         plot_comparison(systems, out / "metrics.png", title=f"{dataset.name}: top-{cfg.top_k} reranked")
     return result
+
+
+class TimedScorer:
+    """A scorer that counts the pairs it scores and the seconds spent scoring them."""
+
+    def __init__(self, score: Callable[[Sequence[tuple[str, str]]], list[float]]) -> None:
+        self.score, self.pairs, self.seconds = score, 0, 0.0
+
+    def __call__(self, pairs: Sequence[tuple[str, str]]) -> list[float]:
+        start = time.perf_counter()
+        scores = self.score(pairs)
+        self.seconds += time.perf_counter() - start
+        self.pairs += len(pairs)
+        return scores
+
+    def as_dict(self) -> dict[str, Any]:
+        rate = self.pairs / self.seconds if self.seconds > 0 else None
+        return {"pairs_scored": self.pairs, "scoring_seconds": round(self.seconds, 3),
+                "pairs_per_second": None if rate is None else round(rate, 1)}
+
+
+def model_size(model: Any) -> dict[str, int | None]:
+    """Parameters and transformer layers of a loaded scoring model (None where unknown, e.g. ONNX)."""
+    import torch
+
+    params = sum(p.numel() for p in model.parameters()) if isinstance(model, torch.nn.Module) else None
+    config = getattr(getattr(model, "model", model), "config", None)
+    layers = getattr(config, "num_hidden_layers", None) or getattr(config, "num_layers", None)
+    return {"model_parameters": params, "model_layers": layers}
 
 
 def long_document_stats(model: Any, dataset: RetrievalDataset, run: Run) -> dict[str, Any] | None:
