@@ -320,8 +320,10 @@ def test_max_tokens_per_doc_cuts_documents_and_reports_it(reranker: Reranker) ->
     long = sum(len(i) > 3 for i in ids)
     assert long >= 2 and body["meta"]["truncated_documents"] == long
     assert "max_tokens_per_doc=3" in body["meta"]["warnings"][0]
+    uncut = reranker.score([(QUERY, d) for d in DOCS])
+    assert max(abs(a - b) for a, b in zip(want, uncut)) > 1e-5  # cutting changes scores: the check below can fail
     for x in body["results"]:
-        assert x["relevance_score"] == pytest.approx(want[x["index"]], abs=1e-5)
+        assert x["relevance_score"] == pytest.approx(want[x["index"]], abs=1e-6)
         assert x["document"]["text"] == DOCS[x["index"]]  # the document as given, not the cut one
     tokens = n_query * len(DOCS) + sum(min(len(i), 3) for i in ids)
     assert body["usage"] == {"prompt_tokens": tokens, "total_tokens": tokens}
