@@ -147,3 +147,23 @@ def test_query_chunks_do_not_change_the_groups(demo_beir, monkeypatch):
     whole = mine_groups(ds, cfg)[0]
     monkeypatch.setattr(negatives, "MINE_QUERIES", 7)
     assert mine_groups(ds, cfg)[0] == whole
+
+
+def test_max_positives_keeps_the_highest_grades():
+    """A graded query gives at most ``max_positives`` groups, the best-graded positives first."""
+    ds = toy_dataset()
+    ds.qrels["q1"] = {"d0": 1, "d1": 2, "d7": 2, "d5": 1}
+    ds.queries["q1"] = Query("q1", "sort a list of items, read the file, python string")  # BM25 finds every text
+    cfg = dict(num_negatives=1, rank_max=8, sampling="top")
+    rows, _ = mine_groups(ds, MineConfig(**cfg))
+    assert sorted(r["positive_id"] for r in rows if r["query_id"] == "q1") == ["d0", "d1", "d5", "d7"]
+    for seed in (1, 2, 3):
+        rows, _ = mine_groups(ds, MineConfig(**cfg, max_positives=2, seed=seed))
+        assert sorted(r["positive_id"] for r in rows if r["query_id"] == "q1") == ["d1", "d7"]
+        one = {r["positive_id"] for r in mine_groups(ds, MineConfig(**cfg, max_positives=1, seed=seed))[0]
+               if r["query_id"] == "q1"}
+        assert one <= {"d1", "d7"} and len(one) == 1
+        negatives = {d for r in rows if r["query_id"] == "q1" for d in r["negative_ids"]}
+        assert not negatives & {"d0", "d1", "d5", "d7"}  # an unused positive is never a negative
+    with pytest.raises(ConfigError, match="max_positives"):
+        MineConfig(max_positives=-1)

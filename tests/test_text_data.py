@@ -115,6 +115,19 @@ def test_jsonl(tmp_path: Path) -> None:
     assert list(iter_documents(str(other), text_field="body")) == ["other field"]
 
 
+def test_jsonl_several_fields(tmp_path: Path) -> None:
+    """``text_field=query,positive,negatives`` reads every text of a groups file, lists included, in order."""
+    rows = [{"query": "q1", "positive": "p1", "negatives": ["n1", " ", "n2"]}, {"query": "q2", "positive": "p2",
+                                                                                "negatives": []}]
+    path = jsonl(tmp_path / "g.jsonl", rows)
+    assert list(iter_documents(str(path), text_field="query,positive,negatives")) == ["q1", "p1", "n1", "n2", "q2",
+                                                                                      "p2"]
+    bad = jsonl(tmp_path / "b.jsonl", [{"query": "q", "negatives": ["n", 3]}])
+    with pytest.raises(DataError) as err:
+        list(iter_documents(str(bad), text_field="query,negatives"))
+    assert "b.jsonl:1" in str(err.value) and "expected a string" in str(err.value)
+
+
 @pytest.mark.parametrize(
     ("third", "field", "words"),
     [

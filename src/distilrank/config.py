@@ -58,6 +58,14 @@ def _check_passages(cfg: Any) -> None:
     _check(cfg.max_passages >= -1, f"max_passages must be >= 0, or -1 for the model's own, got {cfg.max_passages}")
 
 
+def _check_scoring(cfg: Any) -> None:
+    """encoder / allow_new_head of the commands that score with a saved model (see distilrank.models.kind)."""
+    _check(cfg.encoder in ("", "bi", "cross"), f"encoder must be 'bi' (cosine of pooled embeddings), 'cross' or "
+           f"empty (the model folder's own kind), got {cfg.encoder!r}")
+    _check(not cfg.allow_new_head or cfg.encoder == "cross",
+           "allow_new_head=true applies to encoder=cross (a cross-encoder with a newly initialised head)")
+
+
 def _check_fraction(cfg: Any, *names: str) -> None:
     for name in names:
         value = getattr(cfg, name)
@@ -207,7 +215,7 @@ class DistillConfig:
     data: str = ""  # .txt / .jsonl files, WikiExtractor folders, comma-separated lists, or a hub dataset name
     data_config: str = ""  # hub dataset config, e.g. 20231101.en for wikimedia/wikipedia
     data_split: str = "train"
-    text_field: str = "text"
+    text_field: str = "text"  # jsonl: the text field; comma-separated fields, each a string or list, all read
     min_words: int = 20  # WikiExtractor documents with fewer words are stubs and dropped
     max_blocks: int = 0  # 0: the whole corpus; N: stop after N blocks (bounds an endless hub stream)
     teacher: str = DEFAULT_MODEL
@@ -281,8 +289,25 @@ class LabelConfig:
     max_length: int = 0  # 0: the teacher's own
     bf16: bool = False  # score in bfloat16 (GPUs); fp32 otherwise
     chunk_size: int = 4096  # pairs scored and flushed to disk together: the most a kill can lose
+    # causal-LM (decoder-only) teachers: the prompt with {query} and {document}, and the answer tokens whose logits
+    # at the last position are the labels; "": the folder's distilrank_causal.json, else Qwen3-Reranker's prompt, yes/no
+    template: str = ""
+    true_token: str = ""
+    false_token: str = ""
+    # mode=listwise: a causal LM orders windows of `window` passages sliding by `stride` (RankZephyr prompt), or
+    # teacher is a file of published rankings (rank_llm .json, TREC run); backend=vllm generates with vLLM
+    mode: str = "pointwise"
+    window: int = 20
+    stride: int = 10
+    backend: str = "transformers"
+    tensor_parallel_size: int = 1
+    # how the model scores: "" its folder's own kind (a folder without a scoring head is refused), "bi" the cosine
+    # of mean/CLS-pooled embeddings (any encoder, e.g. a distill-mlm student zero-shot), "cross" a cross-encoder
+    encoder: str = ""
+    allow_new_head: bool = False  # encoder=cross on a folder without a classifier: score with a random head
 
     def __post_init__(self) -> None:
+        _check_scoring(self)
         _check(bool(self.teacher), "teacher is required: a saved cross-encoder or seq2seq reranker folder")
         _check(bool(self.data), "data is required: groups jsonl, a BEIR or TREC folder, or a hub name")
         _check(bool(self.output), "output is required: the jsonl file to write")
@@ -290,6 +315,12 @@ class LabelConfig:
         _check(self.max_queries >= 0 and self.max_length >= 0, "max_queries and max_length must be >= 0")
         index, n = parse_shard(self.shard)
         _check(0 <= index < n, f"shard {self.shard!r}: the index must be in [0, {n - 1}] (0-based)")
+        _check(self.mode in ("pointwise", "listwise"), f"mode must be pointwise or listwise, got {self.mode!r}")
+        _check(self.window >= 2 and 1 <= self.stride <= self.window,
+               f"window must be >= 2 and stride in [1, window], got window={self.window} stride={self.stride}")
+        _check(self.backend in ("transformers", "vllm"), f"backend must be transformers or vllm, got {self.backend!r}")
+        _check(self.tensor_parallel_size >= 1, f"tensor_parallel_size must be >= 1, got {self.tensor_parallel_size}")
+        _check(self.mode == "pointwise" or "," not in self.teacher, "teacher ensembles (teacher=a,b) label pointwise")
 
 
 def parse_shard(text: str) -> tuple[int, int]:
@@ -380,8 +411,13 @@ class EvalConfig:
     long_documents: str = ""
     passage_stride: int = 0  # document tokens shared by neighbouring passages (0: the model's own, default 64)
     max_passages: int = -1  # passages scored per document with maxp (0: all; -1: the model's own, default 16)
+    # how the model scores: "" its folder's own kind (a folder without a scoring head is refused), "bi" the cosine
+    # of mean/CLS-pooled embeddings (any encoder, e.g. a distill-mlm student zero-shot), "cross" a cross-encoder
+    encoder: str = ""
+    allow_new_head: bool = False  # encoder=cross on a folder without a classifier: score with a random head
 
     def __post_init__(self) -> None:
+        _check_scoring(self)
         _check(bool(self.data), "data is required: a BEIR folder, TREC folder, 'demo' or hub name")
         _check_passages(self)
         _check_positive(self, "top_k")
@@ -415,6 +451,10 @@ class MineConfig:
     relative_margin: float | None = None  # keep a negative only if score <= positive score * (1 - margin)
     rescore_model: str = ""  # a cross-encoder that rescores candidates (margins then apply to its scores)
     max_queries: int = 0  # 0: every judged query
+    # 0: one group per (query, positive); k: at most k positives per query, the highest grades first (ties by
+    # seed). Graded collections (NFCorpus: ~43 judged documents per query) otherwise give dozens of groups per
+    # query, and groups of one query in one batch are each other's false in-batch negatives (mnrl)
+    max_positives: int = 0
 
     def __post_init__(self) -> None:
         _check_positive(self, "num_negatives", "rank_min", "batch_size", "nprobe")
@@ -423,7 +463,8 @@ class MineConfig:
         _check(self.retriever in ("bm25", "dense", "static"),
                f"retriever must be bm25, dense or static, got {self.retriever!r}")
         _check(self.index in ("flat", "ivf", "hnsw"), f"index must be flat, ivf or hnsw, got {self.index!r}")
-        _check(self.nlist >= 0 and self.max_queries >= 0, "nlist and max_queries must be >= 0")
+        _check(self.nlist >= 0 and self.max_queries >= 0 and self.max_positives >= 0,
+               "nlist, max_queries and max_positives must be >= 0")
         _check(self.relative_margin is None or 0.0 <= self.relative_margin < 1.0,
                f"relative_margin must be in [0, 1), got {self.relative_margin}")
         _check(self.retriever != "bm25" or not (self.model or self.index_path),
@@ -460,8 +501,13 @@ class RankConfig:
     long_documents: str = ""
     passage_stride: int = 0  # document tokens shared by neighbouring passages (0: the model's own, default 64)
     max_passages: int = -1  # passages scored per document with maxp (0: all; -1: the model's own, default 16)
+    # how the model scores: "" its folder's own kind (a folder without a scoring head is refused), "bi" the cosine
+    # of mean/CLS-pooled embeddings (any encoder, e.g. a distill-mlm student zero-shot), "cross" a cross-encoder
+    encoder: str = ""
+    allow_new_head: bool = False  # encoder=cross on a folder without a classifier: score with a random head
 
     def __post_init__(self) -> None:
+        _check_scoring(self)
         _check(bool(self.model), "model is required (a saved reranker folder)")
         _check_passages(self)
         _check(bool(self.query.strip()), "query is required and must not be empty")

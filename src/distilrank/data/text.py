@@ -95,11 +95,19 @@ def _lines(path: Path) -> Iterator[tuple[int, str]]:
 
 
 def _jsonl_documents(path: Path, lines: Iterable[tuple[int, str]], field: str) -> Iterator[str]:
+    """Each line's ``field`` text; ``field`` may name several comma-separated fields, each a string or a list
+    of strings (``query,positive,negatives`` reads every text of a groups file)."""
+    names = [f.strip() for f in field.split(",") if f.strip()]
     hint = f"each line needs a string field {field!r}; pass text_field=... to read another"
     for line_no, obj in iter_jsonl(path, lines, hint):
-        text = get_text(obj, field, Where(str(path), line_no), hint, allow_empty=True).strip()
-        if text:
-            yield text
+        where = Where(str(path), line_no)
+        for name in names:
+            value = obj.get(name) if isinstance(obj, dict) else None
+            if isinstance(value, list) and len(names) > 1:
+                texts = [get_text({name: v}, name, where, f"{name} must be a list of strings", True) for v in value]
+            else:
+                texts = [get_text(obj, name, where, hint, allow_empty=True)]
+            yield from (t.strip() for t in texts if t.strip())
 
 
 def _wiki_documents(

@@ -117,6 +117,10 @@ def _group_rows(dataset: RetrievalDataset, qid: str, run: Run, positives: set[st
     pids = sorted(positives)
     summary.skipped[SKIP_MISSING] += sum(1 for p in pids if p not in dataset.corpus)
     pids = [p for p in pids if p in dataset.corpus]
+    if cfg.max_positives and len(pids) > cfg.max_positives:  # highest grades first, ties in seeded random order
+        grades = dataset.qrels[qid]
+        shuffled = rng.sample(pids, len(pids))
+        pids = sorted(shuffled, key=lambda p: -grades[p])[: cfg.max_positives]
     margins = cfg.absolute_margin is not None or cfg.relative_margin is not None
     pos_scores = _positive_scores(dataset, qid, pids, run, retriever) if margins and pids else {}
     rows = []
