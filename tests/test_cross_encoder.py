@@ -59,7 +59,7 @@ def test_unknown_model_is_a_clear_error(tmp_path):
 def test_packaged_minilm_scores_equal_sentence_transformers(tmp_path):
     from sentence_transformers import CrossEncoder as STCrossEncoder
 
-    ours = CrossEncoder.from_pretrained("packaged:all-MiniLM-L6-v2", max_length=128)
+    ours = CrossEncoder.from_pretrained("packaged:all-MiniLM-L6-v2", max_length=128, allow_new_head=True)
     ours.save_pretrained(tmp_path / "m")
     mine = Reranker.load(tmp_path / "m").score(PAIRS)
     st = STCrossEncoder(str(tmp_path / "m"), device="cpu").predict(PAIRS).tolist()

@@ -82,7 +82,8 @@ def _load_reranker(cfg: DemoConfig, path: str) -> CrossEncoder | BiEncoder:
         if cfg.num_layers:
             keep_first_layers(model.model, cfg.num_layers)
         return model
-    return CrossEncoder.from_pretrained(path, max_length=cfg.max_length, num_layers=cfg.num_layers)
+    return CrossEncoder.from_pretrained(path, max_length=cfg.max_length, num_layers=cfg.num_layers,
+                                        allow_new_head=True)  # training learns the head
 
 
 def run_demo(cfg: DemoConfig) -> dict[str, Any]:

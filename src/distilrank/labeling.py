@@ -228,10 +228,11 @@ def load_teacher(cfg: LabelConfig) -> Any:
     """The teacher (cross-encoder or seq2seq reranker), in bfloat16 if asked, on CUDA when available."""
     import torch
 
-    from distilrank.models.seq2seq import load_scoring_model
+    from distilrank.models.kind import load_scorer
 
     dtype = torch.bfloat16 if cfg.bf16 else None
-    teacher = load_scoring_model(cfg.teacher, max_length=cfg.max_length or None, dtype=dtype)
+    teacher = load_scorer(cfg.teacher, encoder=cfg.encoder, allow_new_head=cfg.allow_new_head,
+                          max_length=cfg.max_length or None, dtype=dtype)
     if torch.cuda.is_available():
         teacher.to("cuda")
     return teacher
@@ -301,14 +302,16 @@ def run_label(cfg: LabelConfig) -> dict[str, Any]:
     """
     from tqdm.auto import tqdm
 
-    from distilrank.models.seq2seq import is_seq2seq_checkpoint
+    from distilrank.models.kind import detect_model_kind, scorer_kind
 
     began = time.perf_counter()
     index, n = parse_shard(cfg.shard)
     output = shard_path(cfg.output, index, n)
     if output.exists():
         raise ConfigError(f"{output} already exists (labelled before?); delete it or choose another output=...")
-    kind = LOGITS if is_seq2seq_checkpoint(cfg.teacher) else SCORES  # reads the config only: fails fast
+    # reads small files only: a teacher that cannot score fails before any data is read
+    how = scorer_kind(cfg.teacher, detect_model_kind(cfg.teacher, onnx=False), cfg.encoder, cfg.allow_new_head)
+    kind = LOGITS if how == "seq2seq" else SCORES
     queries = read_label_input(cfg)
     first, last = shard_bounds(len(queries), index, n)
     pairs = Pairs(queries[first:last], first_query=first)

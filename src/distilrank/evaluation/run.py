@@ -64,7 +64,8 @@ def run_eval(cfg: EvalConfig) -> dict[str, Any]:
 
         reranker = Reranker.load(cfg.model, batch_size=cfg.batch_size, max_length=cfg.max_length or None,
                                  long_documents=cfg.long_documents, passage_stride=cfg.passage_stride,
-                                 max_passages=cfg.max_passages)
+                                 max_passages=cfg.max_passages, encoder=cfg.encoder,
+                                 allow_new_head=cfg.allow_new_head)
         scorer = timed = TimedScorer(lambda pairs: reranker.score(pairs, show_progress=True))
         long_docs = long_document_stats(reranker.model, dataset, run)
     report = evaluate_reranking(dataset, run, scorer, cfg.top_k, fusion_weight=cfg.fusion_weight,

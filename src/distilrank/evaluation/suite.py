@@ -172,7 +172,8 @@ def run_suite(cfg: EvalConfig) -> dict[str, Any]:
 
         reranker = Reranker.load(cfg.model, batch_size=cfg.batch_size, max_length=cfg.max_length or None,
                                  long_documents=cfg.long_documents, passage_stride=cfg.passage_stride,
-                                 max_passages=cfg.max_passages)
+                                 max_passages=cfg.max_passages, encoder=cfg.encoder,
+                                 allow_new_head=cfg.allow_new_head)
         scorer = lambda pairs: reranker.score(pairs, show_progress=True)  # noqa: E731
     rows = [evaluate_one(spec, cfg, scorer) for spec in expand_specs(cfg.data)]
     mean = {"first_stage": mean_row(rows, "first_stage")}

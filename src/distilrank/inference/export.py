@@ -24,8 +24,9 @@ from distilrank.inference.onnx_backend import (
     make_session,
 )
 from distilrank.io import atomic_dir, atomic_write_json
-from distilrank.models.bi_encoder import BiEncoder, is_bi_encoder_checkpoint
+from distilrank.models.bi_encoder import BiEncoder
 from distilrank.models.cross_encoder import CrossEncoder
+from distilrank.models.kind import ModelKind, detect_model_kind, scorer_kind
 
 logger = logging.getLogger(__name__)
 
@@ -196,19 +197,15 @@ def export_onnx(
     time). ``max_length`` None: the length the model was saved with; it is stored as the
     tokenizer's ``model_max_length``. The folder appears only when complete.
     """
-    from distilrank.models.seq2seq import is_seq2seq_checkpoint
-
     if quantize not in ("none", "int8"):
         raise ConfigError(f"quantize must be 'none' or 'int8', got {quantize!r}")
     out = Path(output_dir)
     if out.exists():
         raise ConfigError(f"output_dir {out} already exists; choose another folder (the export never overwrites)")
     import_onnxruntime()  # fail before the slow part when the [onnx] extra is missing
-    if is_seq2seq_checkpoint(str(model_dir)):
-        raise ConfigError(f"'{model_dir}' is a seq2seq (T5-family) checkpoint; export supports cross-encoders "
-                          "for now (serve seq2seq rerankers with the PyTorch backend)")
+    how = _export_kind(model_dir)
     model: CrossEncoder | BiEncoder
-    if is_bi_encoder_checkpoint(model_dir):  # the graph gives each text's embedding; scores are their cosines
+    if how == "bi":  # the graph gives each text's embedding; scores are their cosines
         model = BiEncoder.from_pretrained(str(model_dir), max_length=max_length)
         features = model.tokenize([t for pair in EXAMPLE_PAIRS for t in pair])
         wrap, output, kind = (lambda names: _Embeddings(model, names)), "embeddings", "bi_encoder"
@@ -241,6 +238,17 @@ def export_onnx(
     return out
 
 
+def _export_kind(model_dir: str | Path) -> str:
+    """"bi" or "cross": how the checkpoint at ``model_dir`` scores (anything else is refused, before any work)."""
+    kind = detect_model_kind(model_dir)
+    if kind == ModelKind.SEQ2SEQ:
+        raise ConfigError(f"'{model_dir}' is a seq2seq (T5-family) checkpoint; export supports cross-encoders "
+                          "and bi-encoders for now (serve seq2seq rerankers with the PyTorch backend)")
+    if kind == ModelKind.ONNX:
+        raise ConfigError(f"'{model_dir}' is already an ONNX export; pass the checkpoint folder it was exported from")
+    return scorer_kind(str(model_dir), kind)
+
+
 def parity_pairs(spec: str, limit: int) -> list[tuple[str, str]]:
     """Up to ``limit`` (query, document) pairs: the top-10 first-stage candidates of ``spec``'s test queries."""
     from distilrank.evaluation.run import first_stage_run, resolve_dataset
@@ -268,7 +276,7 @@ def run_export(cfg: ExportConfig) -> dict[str, Any]:
     max_length = cfg.max_length or None
     out = export_onnx(cfg.model, cfg.output_dir, quantize=cfg.quantize, opset=cfg.opset, max_length=max_length)
     pairs = parity_pairs(cfg.parity_data, cfg.parity_pairs)
-    source = BiEncoder if is_bi_encoder_checkpoint(cfg.model) else CrossEncoder
+    source = BiEncoder if _export_kind(cfg.model) == "bi" else CrossEncoder
     reference = np.asarray(source.from_pretrained(cfg.model, max_length=max_length).score(pairs))
     exported = np.asarray(load_export(out).score(pairs))
     rho = spearman(reference, exported)

@@ -11,9 +11,10 @@ import torch
 
 from distilrank.data.passages import default_score_batch_size
 from distilrank.errors import ConfigError
-from distilrank.models.bi_encoder import BiEncoder, is_bi_encoder_checkpoint
+from distilrank.models.bi_encoder import BiEncoder
 from distilrank.models.cross_encoder import CrossEncoder
-from distilrank.models.seq2seq import Seq2SeqReranker, load_scoring_model
+from distilrank.models.kind import check_encoder, load_scorer
+from distilrank.models.seq2seq import Seq2SeqReranker
 
 if TYPE_CHECKING:
     from distilrank.inference.onnx_backend import OnnxBiEncoder, OnnxCrossEncoder
@@ -59,6 +60,8 @@ class Reranker:
         long_documents: str = "",
         passage_stride: int = 0,
         max_passages: int = -1,
+        encoder: str = "",
+        allow_new_head: bool = False,
     ) -> Reranker:
         """Load a saved reranker folder: any HF sequence-classification or T5-family (monoT5) checkpoint.
 
@@ -69,10 +72,15 @@ class Reranker:
         Documents longer than ``max_length``: ``long_documents`` "firstp" (truncated) or "maxp" (the best
         of overlapping passages sharing ``passage_stride`` tokens, at most ``max_passages``); left
         empty / 0 / -1, the split the model was trained with (cross-encoders only).
+
+        What the folder is decides how it scores (:func:`~distilrank.models.kind.detect_model_kind`): a
+        sentence-transformers embedding model by the cosine of its pooled embeddings, as saved. ``encoder``
+        "bi" scores any encoder that way (e.g. a distill-mlm student, zero-shot); "cross" as a cross-encoder.
+        A folder without a trained scoring head is refused unless ``encoder="cross", allow_new_head=True``.
         """
         passages = {"mode": long_documents, "stride": passage_stride, "max_passages": max_passages}
         reranker = cls._load(path, device=device, batch_size=batch_size, max_length=max_length, dtype=dtype,
-                             backend=backend)
+                             backend=backend, scoring=(encoder, allow_new_head))
         if long_documents or passage_stride or max_passages >= 0:
             if not hasattr(reranker.model, "passages"):
                 raise ConfigError(f"long_documents / passage_stride / max_passages apply to cross-encoders; "
@@ -82,25 +90,28 @@ class Reranker:
 
     @classmethod
     def _load(cls, path: str | Path, *, device: str | None, batch_size: int, max_length: int | None,
-              dtype: torch.dtype | None, backend: str) -> Reranker:
+              dtype: torch.dtype | None, backend: str, scoring: tuple[str, bool]) -> Reranker:
         p = Path(path)
         if str(path) and not p.exists() and (p.is_absolute() or str(path).startswith(".")):
             raise ConfigError(f"no model folder at {p}")
         if backend not in BACKENDS:
             raise ConfigError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
+        check_encoder(scoring[0])
         onnx_file = p / "model.onnx"
         if backend == "auto":
             backend = "onnx" if onnx_file.is_file() else "torch"
         if backend == "onnx":
-            return cls(_load_onnx(p, device=device, max_length=max_length, dtype=dtype), batch_size=batch_size)
+            model = _load_onnx(p, device=device, max_length=max_length, dtype=dtype)
+            if scoring[0] and scoring[0] != ("bi" if type(model).__name__ == "OnnxBiEncoder" else "cross"):
+                raise ConfigError(f"{p} is an ONNX export of a {type(model).__name__}; encoder={scoring[0]} cannot "
+                                  "change how an export scores: drop encoder, or load the checkpoint it came from")
+            return cls(model, batch_size=batch_size)
         if onnx_file.is_file() and not any(p.glob("*.safetensors")) and not any(p.glob("*.bin")):
             raise ConfigError(f"{p} holds only an ONNX export (model.onnx, no PyTorch weights); load it with "
                               "backend='onnx' (or 'auto'), or pass the checkpoint folder it was exported from")
         # max_length None: the length the model was trained with (saved as the tokenizer's maximum)
-        if is_bi_encoder_checkpoint(p):  # a bi-encoder scores pairs by the cosine of their embeddings
-            model = BiEncoder.from_pretrained(str(path), dtype=dtype, max_length=max_length)
-        else:
-            model = load_scoring_model(str(path), dtype=dtype, max_length=max_length)
+        model = load_scorer(str(path), encoder=scoring[0], allow_new_head=scoring[1], dtype=dtype,
+                            max_length=max_length)
         device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         model.to(device).eval()
         return cls(model, batch_size=batch_size)

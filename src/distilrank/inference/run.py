@@ -32,7 +32,8 @@ def run_rank(cfg: RankConfig) -> list[RankResult]:
     docs = read_documents(cfg.documents)
     reranker = Reranker.load(cfg.model, batch_size=cfg.batch_size, max_length=cfg.max_length or None,
                              long_documents=cfg.long_documents, passage_stride=cfg.passage_stride,
-                             max_passages=cfg.max_passages)
+                             max_passages=cfg.max_passages, encoder=cfg.encoder,
+                             allow_new_head=cfg.allow_new_head)
     results = reranker.rank(cfg.query, docs, top_k=cfg.top_k)
     model = reranker.model
     if hasattr(model, "passages"):  # say how long documents were read instead of hiding it

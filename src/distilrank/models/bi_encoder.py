@@ -26,7 +26,7 @@ from distilrank.models.cross_encoder import max_positions, resolve_model_path
 
 logger = logging.getLogger(__name__)
 
-POOLINGS = ("mean", "cls")
+POOLINGS = ("mean", "cls", "max")
 MARKER = "bi_encoder.json"  # written by save_pretrained: what makes a folder a distilrank bi-encoder
 
 
@@ -35,20 +35,43 @@ def is_bi_encoder_checkpoint(path: str | Path) -> bool:
     return (Path(path) / MARKER).is_file()
 
 
+ST_POOLING = {"pooling_mode_cls_token": "cls", "pooling_mode_mean_tokens": "mean", "pooling_mode_max_tokens": "max",
+              "pooling_mode_mean_sqrt_len_tokens": "mean_sqrt_len_tokens",
+              "pooling_mode_weightedmean_tokens": "weightedmean", "pooling_mode_lasttoken": "lasttoken"}
+# sentence-transformers modules a bi-encoder may list; any other (Dense, LayerNorm, ...) changes the vectors
+ST_MODULES = ("Transformer", "Pooling", "Normalize")
+
+
+def _st_pooling(config: dict, where: Path) -> str:
+    """The pooling a sentence-transformers ``Pooling`` config names (old bool keys or new ``pooling_mode``)."""
+    modes = config.get("pooling_mode") or [mode for key, mode in ST_POOLING.items() if config.get(key)]
+    modes = [modes] if isinstance(modes, str) else list(modes)
+    if len(modes) != 1 or modes[0] not in POOLINGS:
+        raise ConfigError(f"{where}: pooling {modes} is not supported (distilrank pools by {', '.join(POOLINGS)}); "
+                          "use a model with one of those poolings")
+    return modes[0]
+
+
 def _saved_settings(path: Path) -> dict:
     """Pooling/normalisation saved by us (``bi_encoder.json``) or by sentence-transformers (module files)."""
+    from distilrank.models.kind import st_modules
+
     if (path / MARKER).is_file():
         return json.loads((path / MARKER).read_text(encoding="utf-8"))
     out: dict = {}
-    pooling = path / "1_Pooling" / "config.json"
+    modules = st_modules(str(path))
+    types = {str(m.get("type", "")).rsplit(".", 1)[-1]: str(m.get("path", "")) for m in modules}
+    extra = [t for t in types if t not in ST_MODULES]
+    if extra:
+        raise ConfigError(f"{path / 'modules.json'} lists {', '.join(extra)} after pooling, which distilrank does "
+                          "not apply (its scores would differ from sentence-transformers'); use a model made of "
+                          "Transformer + Pooling (+ Normalize) modules")
+    pooling = path / types.get("Pooling", "1_Pooling") / "config.json"
     if pooling.is_file():
-        cfg = json.loads(pooling.read_text(encoding="utf-8"))
-        out["pooling"] = "cls" if cfg.get("pooling_mode_cls_token") else "mean"
-    modules = path / "modules.json"
-    if modules.is_file():
-        types = [m.get("type", "") for m in json.loads(modules.read_text(encoding="utf-8"))]
-        out["normalize"] = any(t.endswith("Normalize") for t in types)
-    st = path / "sentence_bert_config.json"
+        out["pooling"] = _st_pooling(json.loads(pooling.read_text(encoding="utf-8")), pooling)
+    if modules:
+        out["normalize"] = "Normalize" in types
+    st = path / types.get("Transformer", "") / "sentence_bert_config.json"
     if st.is_file():
         out["max_length"] = json.loads(st.read_text(encoding="utf-8")).get("max_seq_length")
     return out
@@ -79,6 +102,8 @@ def pool(hidden: Tensor, mask: Tensor, pooling: str) -> Tensor:
     if pooling == "cls":
         return hidden[:, 0]
     m = mask.unsqueeze(-1).to(hidden.dtype)  # (B, L, 1)
+    if pooling == "max":  # padding never wins the max
+        return hidden.masked_fill(m == 0, torch.finfo(hidden.dtype).min).amax(1)
     return (hidden * m).sum(1) / m.sum(1).clamp(min=1e-9)
 
 
@@ -98,10 +123,12 @@ class BiEncoder(nn.Module):
                         max_length: int | None = None, dtype: torch.dtype | None = None) -> BiEncoder:
         """Any HF encoder folder or hub name; pooling and normalisation default to what the folder saved
         (a sentence-transformers folder's ``1_Pooling``), else mean pooling and unit vectors."""
+        from distilrank.models.kind import transformer_folder
+
         path = resolve_model_path(name_or_path)
         try:
-            tokenizer = AutoTokenizer.from_pretrained(path)
-            model = AutoModel.from_pretrained(path, dtype=dtype)
+            tokenizer = AutoTokenizer.from_pretrained(transformer_folder(path))
+            model = AutoModel.from_pretrained(transformer_folder(path), dtype=dtype)
         except (OSError, ValueError) as exc:
             raise ConfigError(f"cannot load encoder '{name_or_path}': {exc}. Pass a local model folder, "
                               "or the embedded default 'packaged:all-MiniLM-L6-v2'.") from None

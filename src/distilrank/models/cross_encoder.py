@@ -139,17 +139,31 @@ class CrossEncoder(nn.Module):
         num_layers: int = 0,
         dtype: torch.dtype | None = None,
         passages: PassageSplit | None = None,
+        allow_new_head: bool = False,
     ) -> CrossEncoder:
-        """``passages`` None: the long-document split the checkpoint was saved with (FirstP if none)."""
+        """``passages`` None: the long-document split the checkpoint was saved with (FirstP if none).
+
+        A checkpoint without a classification head (a bare encoder, a masked LM, an embedding model) is
+        refused, since its scores would come from random weights, unless ``allow_new_head`` (training
+        starts that way: it learns the head).
+        """
         path = resolve_model_path(name_or_path)
         try:
             tokenizer = AutoTokenizer.from_pretrained(path)
-            model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=1, dtype=dtype)
+            model, info = AutoModelForSequenceClassification.from_pretrained(
+                path, num_labels=1, dtype=dtype, output_loading_info=True)
         except OSError as exc:
             raise ConfigError(
                 f"cannot load model '{name_or_path}': {exc}. Pass a local model folder, "
                 "or the embedded default 'packaged:all-MiniLM-L6-v2'."
             ) from None
+        missing = sorted(info.get("missing_keys") or ())
+        if missing and not allow_new_head:
+            raise ConfigError(
+                f"{name_or_path} has no trained weights for {', '.join(missing[:3])}"
+                f"{' ...' if len(missing) > 3 else ''}: scored as a cross-encoder, its head would be newly "
+                "initialised (random scores). Score it as a bi-encoder with encoder=bi, train a cross-encoder "
+                "from it with `distilrank train`, or pass allow_new_head=true if you really mean a random head")
         if num_layers:
             keep_first_layers(model, num_layers)
         limit = max_positions(model.config) or 512

@@ -297,7 +297,7 @@ def is_seq2seq_checkpoint(name_or_path: str) -> bool:
 def load_scoring_model(
     name_or_path: str, *, max_length: int | None = None, dtype: torch.dtype | None = None
 ) -> CrossEncoder | Seq2SeqReranker:
-    """A :class:`Seq2SeqReranker` for encoder-decoder checkpoints, else a :class:`CrossEncoder`."""
-    if is_seq2seq_checkpoint(name_or_path):
-        return Seq2SeqReranker.from_pretrained(name_or_path, max_length=max_length, dtype=dtype)
-    return CrossEncoder.from_pretrained(name_or_path, max_length=max_length, dtype=dtype)
+    """The scorer of ``name_or_path`` as its folder says (see :func:`distilrank.models.kind.load_scorer`)."""
+    from distilrank.models.kind import load_scorer
+
+    return load_scorer(name_or_path, max_length=max_length, dtype=dtype)

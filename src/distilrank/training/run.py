@@ -48,15 +48,27 @@ class RerankEvaluator:
 
 
 def load_student(cfg: TrainConfig) -> Student:
-    """The model to train: a seq2seq (monoT5-style) reranker or a cross-encoder, as the checkpoint says."""
-    from distilrank.models.seq2seq import is_seq2seq_checkpoint, load_scoring_model
+    """The model to train: a seq2seq (monoT5-style) reranker or a cross-encoder, as the checkpoint says.
 
-    if not cfg.num_layers:
-        return load_scoring_model(cfg.model, max_length=cfg.max_length)
-    if is_seq2seq_checkpoint(cfg.model):
-        raise ConfigError(f"num_layers={cfg.num_layers} cuts an encoder's layers, but '{cfg.model}' is a seq2seq "
-                          "(T5-style) model; set num_layers=0, or start from a smaller T5 checkpoint")
-    return CrossEncoder.from_pretrained(cfg.model, max_length=cfg.max_length, num_layers=cfg.num_layers)
+    A folder without a classification head (a bare encoder, a distill-mlm student, an embedding model)
+    starts a cross-encoder whose head training learns.
+    """
+    from distilrank.models.kind import ModelKind, detect_model_kind
+    from distilrank.models.seq2seq import Seq2SeqReranker
+
+    kind = detect_model_kind(cfg.model, onnx=False)
+    if kind in (ModelKind.CAUSAL_LM, ModelKind.ONNX):
+        raise ConfigError(f"model {cfg.model} is a {kind.value.replace('_', ' ')}; train starts from an encoder, "
+                          "a cross-encoder or a T5-family checkpoint")
+    if kind == ModelKind.SEQ2SEQ:
+        if cfg.num_layers:
+            raise ConfigError(f"num_layers={cfg.num_layers} cuts an encoder's layers, but '{cfg.model}' is a "
+                              "seq2seq (T5-style) model; set num_layers=0, or start from a smaller T5 checkpoint")
+        return Seq2SeqReranker.from_pretrained(cfg.model, max_length=cfg.max_length)
+    if not kind.has_head or kind.is_bi_encoder:
+        logger.info("%s has no classification head: training starts a new one", cfg.model)
+    return CrossEncoder.from_pretrained(cfg.model, max_length=cfg.max_length, num_layers=cfg.num_layers,
+                                        allow_new_head=True)
 
 
 def apply_passage_split(cfg: TrainConfig, model: Student, examples: Sequence[Any]) -> dict[str, Any] | None:
