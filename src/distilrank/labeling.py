@@ -181,6 +181,7 @@ def job_fingerprint(cfg: LabelConfig, pairs: Pairs, kind: str) -> dict[str, Any]
         "first_stage": cfg.first_stage if cfg.first_stage == "bm25" else _resolved(cfg.first_stage),
         "top_k": cfg.top_k, "max_queries": cfg.max_queries, "max_length": cfg.max_length, "bf16": cfg.bf16,
         "shard": cfg.shard, "pairs": len(pairs), "labels": kind, "sha256": pairs.digest(),
+        **{k: getattr(cfg, k) for k in ("template", "true_token", "false_token") if getattr(cfg, k)},
     }
 
 
@@ -231,6 +232,10 @@ def load_teacher(cfg: LabelConfig) -> Any:
     from distilrank.models.kind import load_scorer
 
     dtype = torch.bfloat16 if cfg.bf16 else None
+    if any(getattr(cfg, k) for k in ("template", "true_token", "false_token")):  # a causal LM, own prompt
+        from distilrank.labeling_llm import load_causal_teacher
+
+        return load_causal_teacher(cfg, dtype)
     teacher = load_scorer(cfg.teacher, encoder=cfg.encoder, allow_new_head=cfg.allow_new_head,
                           max_length=cfg.max_length or None, dtype=dtype)
     if torch.cuda.is_available():
@@ -304,6 +309,14 @@ def run_label(cfg: LabelConfig) -> dict[str, Any]:
 
     from distilrank.models.kind import detect_model_kind, scorer_kind
 
+    if cfg.mode == "listwise":  # one ranking per query from a listwise LLM or a published run
+        from distilrank.labeling_listwise import run_listwise
+
+        return run_listwise(cfg)
+    if "," in cfg.teacher:  # an ensemble: each teacher labels, then their z-scores are averaged
+        from distilrank.labeling_llm import run_ensemble
+
+        return run_ensemble(cfg)
     began = time.perf_counter()
     index, n = parse_shard(cfg.shard)
     output = shard_path(cfg.output, index, n)
@@ -311,7 +324,10 @@ def run_label(cfg: LabelConfig) -> dict[str, Any]:
         raise ConfigError(f"{output} already exists (labelled before?); delete it or choose another output=...")
     # reads small files only: a teacher that cannot score fails before any data is read
     how = scorer_kind(cfg.teacher, detect_model_kind(cfg.teacher, onnx=False), cfg.encoder, cfg.allow_new_head)
-    kind = LOGITS if how == "seq2seq" else SCORES
+    from distilrank.labeling_llm import check_teacher_options
+
+    check_teacher_options(cfg, how)  # causal-LM prompt and answer tokens, from the tokenizer alone
+    kind = LOGITS if how in ("seq2seq", "causal") else SCORES
     queries = read_label_input(cfg)
     first, last = shard_bounds(len(queries), index, n)
     pairs = Pairs(queries[first:last], first_query=first)
