@@ -299,8 +299,11 @@ def label_range(teacher: Any, kind: str, pairs: Pairs, start: int, out: IO[str],
 # ---------------------------------------------------------------------------- entry point
 
 
-def run_label(cfg: LabelConfig) -> dict[str, Any]:
+def run_label(cfg: LabelConfig, split: bool = True) -> dict[str, Any]:
     """Label this shard of ``cfg.data`` with ``cfg.teacher`` into its output file; returns a summary.
+
+    Under torchrun / accelerate launch (``split``) each process labels a slice and the main process merges
+    them into the same file (:mod:`distilrank.labeling_parallel`).
 
     Summary keys: pairs, queries, seconds (this call), pairs_per_second (pairs scored by this
     call / scoring time), output, shard, resumed_from (pairs found done in a partial file).
@@ -309,6 +312,11 @@ def run_label(cfg: LabelConfig) -> dict[str, Any]:
 
     from distilrank.models.kind import detect_model_kind, scorer_kind
 
+    from distilrank.labeling_parallel import process_rank, run_split
+
+    rank, world = process_rank()
+    if split and world > 1:
+        return run_split(cfg, rank, world, lambda part: run_label(part, split=False))
     if cfg.mode == "listwise":  # one ranking per query from a listwise LLM or a published run
         from distilrank.labeling_listwise import run_listwise
 
