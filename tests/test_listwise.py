@@ -120,6 +120,9 @@ def test_a_window_larger_than_the_context_is_one_error_and_writes_nothing(groups
     with pytest.raises(ConfigError, match=r"more than the model's context \(256 tokens\); lower window"):
         run_label(LabelConfig(teacher=str(small), data=str(groups_file), output=str(out), mode="listwise",
                               window=4, stride=2, max_queries=2))
+    with pytest.raises(ConfigError, match=r"max_length=512 is larger than the context .* \(256 tokens\)"):
+        run_label(LabelConfig(teacher=str(small), data=str(groups_file), output=str(out), mode="listwise",
+                              window=4, stride=2, max_queries=2, max_length=512))
     assert list(out.parent.iterdir()) == []
 
 

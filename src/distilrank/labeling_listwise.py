@@ -55,7 +55,11 @@ def _generator(cfg: LabelConfig, window: int) -> tuple[Any, Any, int]:
     from distilrank.models.listwise import TransformersGenerator, VllmGenerator, answer_tokens
 
     path = resolve_model_path(cfg.teacher)
-    context = cfg.max_length or max_positions(AutoConfig.from_pretrained(path)) or 4096
+    limit = max_positions(AutoConfig.from_pretrained(path))
+    if limit is not None and cfg.max_length > limit:
+        raise ConfigError(f"max_length={cfg.max_length} is larger than the context of teacher '{cfg.teacher}' "
+                          f"({limit} tokens); set max_length <= {limit}")
+    context = cfg.max_length or limit or 4096
     new_tokens = answer_tokens(window)
     if cfg.backend == "vllm":
         generate = VllmGenerator(path, new_tokens, context, cfg.tensor_parallel_size,
