@@ -299,3 +299,18 @@ def test_train_on_binary_groups_and_listnet_refuses_a_ranking(tiny_model, groups
                                  targets="scores", **base))
     with pytest.raises(ConfigError, match="targets applies to the LTR losses"):
         TrainConfig(train_file=str(groups_file), loss="kl", targets="ranks")
+
+
+def test_a_bi_encoder_trains_with_an_ltr_loss_on_soft_labels(tiny_model, groups_file, tmp_path) -> None:
+    from distilrank import TrainConfig
+    from distilrank.training.run import run_training
+
+    labels = _soft_rows(tmp_path / "labels.jsonl")
+    base = dict(model=str(tiny_model), max_steps=4, batch_size=4, group_size=4, max_length=48, log_steps=2,
+                encoder="bi")
+    metrics = run_training(TrainConfig(train_file=str(labels), output_dir=str(tmp_path / "bi"), loss="adr_mse",
+                                       **base))
+    assert metrics["train"]["steps"] == 4 and metrics["train"]["model"] == "bi-encoder"
+    with pytest.raises(ConfigError, match="a bi-encoder trains loss=ranknet on a teacher's soft labels"):
+        run_training(TrainConfig(train_file=str(groups_file), output_dir=str(tmp_path / "b2"), loss="ranknet",
+                                 **base))

@@ -202,9 +202,9 @@ def _check_encoder(encoder: str, loss: str, task: str = "rerank") -> None:
     _check(encoder in ENCODERS, f"encoder must be 'cross', 'bi' or empty (the loss decides), got {encoder!r}")
     _check(encoder != "cross" or loss not in EMBEDDING_LOSSES,
            f"loss={loss} trains a bi-encoder; drop encoder=cross, or pick a cross-encoder loss (listwise, bce, ...)")
-    _check(encoder != "bi" or loss in EMBEDDING_LOSSES + SOFT_LOSSES,
-           f"a bi-encoder trains with loss mnrl or triplet (binary labels), or kl, margin_mse or logit_mse (a "
-           f"teacher's soft labels), not {loss!r}")
+    _check(encoder != "bi" or loss in EMBEDDING_LOSSES + SOFT_LOSSES + LTR_LOSSES,
+           f"a bi-encoder trains with loss mnrl or triplet (binary labels), or kl, margin_mse, logit_mse or an LTR "
+           f"loss (a teacher's soft labels), not {loss!r}")
     _check(not encoder or task == "rerank", f"encoder={encoder} applies to rerankers, not task={task}")
 
 

@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from accelerate.utils import set_seed
 from torch import Tensor
 
-from distilrank.config import EMBEDDING_LOSSES, SOFT_LOSSES, TrainConfig
+from distilrank.config import EMBEDDING_LOSSES, LTR_LOSSES, SOFT_LOSSES, TrainConfig
 from distilrank.data.records import Group, SoftGroup
 from distilrank.errors import ConfigError
 from distilrank.losses.embedding import multiple_negatives_ranking, triplet_margin
@@ -53,6 +53,9 @@ class EmbeddingTask:
         if not all(isinstance(e, Group) for e in examples):
             raise ConfigError(f"loss={self.loss_name} trains a bi-encoder on triplets or groups {{query, positive, "
                               f"negatives}}; this file holds {type(examples[0]).__name__} records")
+        if self.loss_name in LTR_LOSSES:
+            raise ConfigError(f"a bi-encoder trains loss={self.loss_name} on a teacher's soft labels (distilrank label "
+                              "writes them); on binary groups or triplets train it with loss=mnrl or triplet")
         if self.loss_name not in EMBEDDING_LOSSES:
             raise ConfigError(f"loss={self.loss_name} learns a teacher's soft labels, but this file holds binary "
                               "labels (groups or triplets); train the bi-encoder with loss=mnrl or triplet, or "
@@ -93,10 +96,10 @@ class EmbeddingSoftLabelTask(SoftLabelTask):
     scale: float = 20.0
 
     def check(self, examples: Sequence[Any]) -> None:
-        if self.loss_name not in SOFT_LOSSES:
+        if self.loss_name not in SOFT_LOSSES + LTR_LOSSES:
             raise ConfigError(f"the training data holds a teacher's soft labels, which loss={self.loss_name} cannot "
                               "learn from; a bi-encoder learns them with encoder=bi and loss=kl, margin_mse or "
-                              "logit_mse")
+                              f"logit_mse, or an LTR loss ({', '.join(LTR_LOSSES)})")
         super().check(examples)
 
     def lengths(self, examples: Sequence[SoftGroup]) -> list[int]:
@@ -147,7 +150,7 @@ def run_bi_encoder_training(cfg: TrainConfig, on_step: Callable[[int], None] | N
     task: EmbeddingTask | EmbeddingSoftLabelTask
     if examples and isinstance(examples[0], SoftGroup):
         task = EmbeddingSoftLabelTask(model, cfg.loss, cfg.group_size, cfg.max_length, cfg.temperature,  # type: ignore[arg-type]
-                                      scale=cfg.scale)
+                                      cfg.targets, cfg.lambda_scheme, scale=cfg.scale)
     else:
         task = EmbeddingTask(model, cfg.loss, cfg.group_size, cfg.max_length, cfg.margin, cfg.distance, cfg.scale)
     try:
