@@ -277,7 +277,9 @@ class DistillConfig:
 class LabelConfig:
     """``distilrank label``: score (query, document) pairs with a teacher and write soft labels as jsonl."""
 
-    teacher: str = ""  # a cross-encoder or a seq2seq (monoT5-style) reranker checkpoint
+    # a cross-encoder, seq2seq (monoT5-style) or causal-LM reranker folder; "a,b": an ensemble; mode=listwise: also a
+    # rank_llm .json or TREC run file of published rankings
+    teacher: str = ""
     data: str = ""  # groups/triplets jsonl, a BEIR folder, a TREC folder (run + topics + corpus) or a hub name
     split: str = "train"  # the qrels split of a BEIR folder whose queries are labelled
     first_stage: str = "bm25"  # BEIR folders: candidates from "bm25" (built on the fly) or a TREC run file
