@@ -1,0 +1,61 @@
+"""The shipped recipes (msmarco, nfcorpus): the contract other tools rely on, checked without running them.
+
+Running them is the benchmark (benchmarks/RESULTS.md, about 30 minutes each on 2 CPU cores); here every
+stage is resolved and validated exactly as ``distilrank pipeline`` does before it runs anything.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from distilrank.errors import ConfigError
+from distilrank.pipeline import load_plan
+
+RECIPES = {
+    "msmarco": ("groups.jsonl", "trec-dl-2019"),
+    "nfcorpus": ("nfcorpus", "nfcorpus"),
+}
+
+
+def _plan(name: str, tmp_path: Path, **extra: str):
+    train, dev = RECIPES[name]
+    for item in (train, dev):  # the plan checks that input files exist; folders are read when a stage runs
+        (tmp_path / item).touch() if item.endswith(".jsonl") else (tmp_path / item).mkdir(exist_ok=True)
+    if name == "nfcorpus":
+        (tmp_path / train / "corpus.jsonl").touch()  # the distillation text
+    overrides = [f"train_data={tmp_path / train}", f"dev_data={tmp_path / dev}", f"output_dir={tmp_path / 'run'}"]
+    return load_plan(name, overrides + [f"{k}={v}" for k, v in extra.items()])
+
+
+@pytest.mark.parametrize("name", sorted(RECIPES))
+def test_recipe_contract(name: str, tmp_path: Path) -> None:
+    """Teacher and student land at OUTPUT/teacher/model and OUTPUT/student/model; the student has <= 3 layers
+    taken from the teacher; every model is evaluated on the dev data beside the zero-shot start."""
+    plan = _plan(name, tmp_path)
+    run = tmp_path / "run"
+    teacher, student = plan.stage("teacher"), plan.stage("student")
+    assert teacher.command == student.command == "train"
+    assert Path(teacher.outputs["model"]) == run / "teacher" / "model"
+    assert Path(student.outputs["model"]) == run / "student" / "model"
+    distill = plan.stage("distill")
+    assert distill.command == "distill-mlm" and len(distill.config.layers) <= 3
+    assert distill.config.teacher == teacher.outputs["model"]  # the student is built from the teacher's layers
+    assert student.config.model == distill.outputs["model"] and student.config.encoder == "bi"
+    labels = plan.stage("labels")
+    assert labels.config.teacher == teacher.outputs["model"] and student.config.train_file == labels.config.output
+    evals = {s.name: s.config for s in plan.stages if s.command == "eval"}
+    assert evals["zero_shot"].model == "packaged:all-MiniLM-L6-v2"
+    assert evals["teacher_eval"].model == teacher.outputs["model"]
+    assert evals["student_eval"].model == student.outputs["model"]
+    assert len({(c.data, c.split, c.top_k, c.relevance_level) for c in evals.values()}) == 1  # same dev setting
+    assert all(Path(c.data) == tmp_path / RECIPES[name][1] for c in evals.values())
+
+
+@pytest.mark.parametrize("name", sorted(RECIPES))
+def test_recipe_variables_are_required_and_overridable(name: str, tmp_path: Path) -> None:
+    plan = _plan(name, tmp_path, seed=21)
+    with pytest.raises(ConfigError, match="train_data"):
+        load_plan(name, [f"dev_data={tmp_path}", f"output_dir={tmp_path / 'run'}"])
+    assert {s.config.seed for s in plan.stages if hasattr(s.config, "seed")} == {21}
