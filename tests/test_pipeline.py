@@ -215,6 +215,11 @@ def test_killed_training_stage_resumes_from_its_checkpoint(tmp_path: Path, tiny_
     log = [json.loads(line) for line in (run / "trained" / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in log if "loss" in r][-1] == 2 and (run / "trained" / "model").is_dir()
     assert read_state(load_plan(path))["stages"]["trained"]["status"] == "done"
+    # killed after its model was saved but before it was recorded: trained again from a cleared folder
+    state = json.loads(state_file.read_text())
+    state["stages"]["trained"]["status"] = "running"
+    state_file.write_text(json.dumps(state))
+    assert "2/2 trained (train): would run (running earlier; starts over)" in describe_plan(load_plan(path))
 
 
 def test_a_folder_the_pipeline_did_not_write_is_not_cleared(tmp_path: Path, tiny_beir: Path,
@@ -272,3 +277,74 @@ def test_a_path_into_an_earlier_stage_folder_is_a_dependency(tmp_path: Path, tin
                           **{"stages.scored.model": "${output_dir}/trained/model"})
     plan = load_plan(path)
     assert plan.stage("scored").depends == ("trained",)
+
+
+def test_packaged_demo_pipeline_has_the_demo_settings(tmp_path: Path) -> None:
+    """`distilrank pipeline demo` runs what `distilrank demo` runs, stage by stage (same figures)."""
+    from distilrank.config import DemoConfig
+    from distilrank.pipeline import resolve_pipeline_path
+
+    assert resolve_pipeline_path("demo") == resolve_pipeline_path(Path(__file__).parents[1] / "configs"
+                                                                  / "pipelines" / "demo.yaml").resolve()
+    plan = load_plan("demo", [f"output_dir={tmp_path}"])
+    demo = DemoConfig()
+    stages = {s.name: s.config for s in plan.stages}
+    assert list(stages) == ["distill", "negatives", "untrained", "train", "reranker", "reranker_bm25"]
+    distill, mine, train = stages["distill"], stages["negatives"], stages["train"]
+    assert (distill.data, distill.teacher, distill.max_steps, distill.batch_size, distill.learning_rate) == (
+        f"demo:{demo.seed}", demo.model, demo.distill_steps, demo.distill_batch_size, demo.distill_learning_rate)
+    assert (distill.alpha_ce, distill.alpha_mlm, distill.alpha_cos, distill.head_fit_steps, distill.seed) == (
+        demo.alpha_ce, demo.alpha_mlm, demo.alpha_cos, demo.head_fit_steps, demo.seed)
+    assert (distill.layers, distill.min_words, distill.eval_blocks) == (demo.student_layers, 0, 128)
+    assert (mine.num_negatives, mine.rank_max, mine.seed) == (demo.group_size - 1, demo.rank_max, demo.seed)
+    assert (train.model, train.train_file) == (plan.stage("distill").outputs["model"],
+                                               plan.stage("negatives").outputs["output"])
+    assert (train.loss, train.max_steps, train.batch_size, train.group_size, train.max_length) == (
+        demo.loss, demo.max_steps, demo.batch_size, demo.group_size, demo.max_length)
+    assert (train.learning_rate, train.warmup_ratio, train.seed, train.num_layers) == (
+        demo.learning_rate, demo.warmup_ratio, demo.seed, demo.num_layers)
+    for name in ("untrained", "reranker", "reranker_bm25"):
+        cfg = stages[name]
+        assert (cfg.data, cfg.top_k, cfg.max_length, cfg.split) == (f"demo:{demo.seed}", demo.top_k,
+                                                                    demo.max_length, "test")
+    assert stages["untrained"].encoder == "bi" and stages["reranker_bm25"].fusion_weight == demo.fusion_weight
+    assert load_plan("demo", [f"output_dir={tmp_path}", "seed=14"]).stage("negatives").config.data == "demo:14"
+
+
+def test_distill_mlm_reads_the_demo_corpus(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import distilrank.data.demo as demo_data
+    from distilrank.training.distill import corpus_spec
+
+    monkeypatch.setattr(demo_data, "demo_folder", lambda seed=13: tmp_path / f"seed{seed}")
+    assert corpus_spec("demo") == str(tmp_path / "seed13" / "corpus.jsonl")
+    assert corpus_spec("demo:14") == str(tmp_path / "seed14" / "corpus.jsonl")
+    assert corpus_spec("wiki.txt") == "wiki.txt"
+    with pytest.raises(ConfigError, match="demo:SEED"):
+        corpus_spec("demo:x")
+
+
+def test_an_unfinished_label_stage_keeps_its_partial_file(tmp_path: Path, tiny_beir: Path, tiny_model: Path) -> None:
+    from distilrank.pipeline.run import _clear, fingerprints, plan_steps
+
+    path = tmp_path / "p.yaml"
+    stages = {"labels": {"command": "label", "teacher": str(tiny_model), "data": str(tiny_beir)},
+              "scored": {"command": "eval", "data": str(tiny_beir), "model": str(tiny_model)}}
+    path.write_text(yaml.safe_dump({"variables": {"output_dir": str(tmp_path / "r")}, "stages": stages}))
+    plan = load_plan(path)
+    folder = tmp_path / "r" / "labels"
+    folder.mkdir(parents=True)
+    (folder / "labels.jsonl.partial").write_text("{}\n")
+    (folder / "labels.jsonl").write_text("{}\n")  # finished but not recorded: labelled again from the partial file
+    (tmp_path / "r" / "scored").mkdir()
+    (tmp_path / "r" / "scored" / "old.json").write_text("{}")
+    prints = fingerprints(plan)
+    state = {"stages": {"labels": {"fingerprint": prints["labels"], "status": "running"},
+                        "scored": {"fingerprint": prints["scored"], "status": "failed"}}}
+    steps = {s.stage.name: s for s in plan_steps(plan, state)}
+    assert steps["labels"].action == "resume" and steps["scored"].action == "run"
+    _clear(steps["labels"])
+    assert (folder / "labels.jsonl.partial").is_file() and not (folder / "labels.jsonl").exists()
+    _clear(steps["scored"])
+    assert not (tmp_path / "r" / "scored").exists()
+    state["stages"]["labels"]["fingerprint"] = "changed"
+    assert plan_steps(plan, state)[0].action == "run"

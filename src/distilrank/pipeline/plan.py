@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,7 @@ from distilrank.config import (
     build_config,
     config_to_dict,
     parse_overrides,
+    parse_shard,
 )
 from distilrank.errors import ConfigError
 
@@ -282,20 +284,14 @@ def _resolve_stage(path: Path, name: str, body: dict[str, Any], variables: dict[
     if spec.output == "output":
         from distilrank.labeling import shard_path
 
-        outputs["output"] = str(shard_path(location, *_shard(cfg))) if command == "label" else location
+        outputs["output"] = str(shard_path(location, *parse_shard(cfg.shard))) if command == "label" else location
     if spec.model:
         outputs["model"] = str(folder / "model") if spec.model == "model" else str(folder)
     return Stage(name, command, cfg, folder, tuple(dict.fromkeys(depends)), outputs)
 
 
-def _shard(cfg: Any) -> tuple[int, int]:
-    from distilrank.config import parse_shard
-
-    return parse_shard(cfg.shard)
-
-
 def _lookup(where: str, name: str, variables: dict[str, Any], by_name: dict[str, Stage], order: list[str],
-            depends: list[str]) -> Any:
+            depends: list[str]) -> Callable[[str], Any]:
     """The function that gives the value of one ``${...}`` inside a stage's setting."""
     def lookup(ref: str) -> Any:
         head, key = _check_ref(ref, where)

@@ -94,6 +94,8 @@ def _can_resume(stage: Stage) -> bool:
     if stage.command in ("train", "distill-mlm"):
         from distilrank.training.checkpoint import checkpoints
 
+        if (stage.folder / "model").exists():  # it finished but was not recorded: nothing left to resume
+            return False
         head = stage.folder / "teacher_head" / "model"
         return bool(checkpoints(stage.folder)) or (stage.command == "distill-mlm" and head.is_dir())
     if stage.command == "label":

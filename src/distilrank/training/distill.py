@@ -115,6 +115,18 @@ def _student_source(cfg: DistillConfig, teacher: PreTrainedModel, tokenizer: Any
     return student, f"the model {cfg.student}"
 
 
+def corpus_spec(data: str) -> str:
+    """``demo`` (or ``demo:SEED``): the embedded demo's corpus file, as ``distilrank demo`` distils on; else ``data``."""
+    if data != "demo" and not data.startswith("demo:"):
+        return data
+    from distilrank.data.demo import demo_folder
+
+    seed = data.split(":", 1)[1] if ":" in data else "13"
+    if not seed.isdigit():
+        raise ConfigError(f"data={data!r}: write demo or demo:SEED with an integer seed, e.g. demo:13")
+    return str(demo_folder(int(seed)) / "corpus.jsonl")
+
+
 def _load_blocks(cfg: DistillConfig, tokenizer: Any, accelerator: Accelerator) -> tuple[Any, Any, dict[str, Any]]:
     """Tokenize and pack the corpus once (main process first), split off the held-out blocks."""
     from distilrank.data.text import build_block_store
@@ -122,7 +134,7 @@ def _load_blocks(cfg: DistillConfig, tokenizer: Any, accelerator: Accelerator) -
     cache = Path(cfg.cache_dir or Path(cfg.output_dir) / "cache")
     with accelerator.main_process_first():
         blocks, summary = build_block_store(
-            cfg.data, tokenizer, cfg.block_size, cache, text_field=cfg.text_field, min_words=cfg.min_words,
+            corpus_spec(cfg.data), tokenizer, cfg.block_size, cache, text_field=cfg.text_field, min_words=cfg.min_words,
             hub_config=cfg.data_config or None, hub_split=cfg.data_split, max_blocks=cfg.max_blocks,
             show_progress=accelerator.is_main_process)
     if len(blocks) < 2:
