@@ -30,6 +30,7 @@ from distilrank.data.demo import DemoSizes, build_demo_dataset, write_beir
 from distilrank.data.readers import read_beir
 from distilrank.evaluation.ranking import evaluate_reranking
 from distilrank.evaluation.run import first_stage_run
+from distilrank.io import check_output_path
 from distilrank.mining.negatives import mine_to_file
 from distilrank.models.bi_encoder import BiEncoder
 from distilrank.models.cross_encoder import CrossEncoder, keep_first_layers
@@ -89,6 +90,7 @@ def _load_reranker(cfg: DemoConfig, path: str) -> CrossEncoder | BiEncoder:
 def run_demo(cfg: DemoConfig) -> dict[str, Any]:
     t0 = time.perf_counter()
     out = Path(cfg.output_dir or f"distilrank-demo-{time.strftime('%Y%m%d-%H%M%S')}")
+    check_output_path(out, folder=True, setting="output_dir")
     start_run(out, cfg)
     _step(f"writing everything to {out}/")
 

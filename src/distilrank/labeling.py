@@ -28,7 +28,7 @@ from typing import IO, Any
 from distilrank.config import LabelConfig, parse_shard
 from distilrank.data.records import Group, LabeledPair
 from distilrank.errors import ConfigError, DataError
-from distilrank.io import atomic_write_json
+from distilrank.io import atomic_write_json, check_output_path, output_lock
 
 logger = logging.getLogger(__name__)
 
@@ -308,10 +308,6 @@ def run_label(cfg: LabelConfig, split: bool = True) -> dict[str, Any]:
     Summary keys: pairs, queries, seconds (this call), pairs_per_second (pairs scored by this
     call / scoring time), output, shard, resumed_from (pairs found done in a partial file).
     """
-    from tqdm.auto import tqdm
-
-    from distilrank.models.kind import detect_model_kind, scorer_kind
-
     from distilrank.labeling_parallel import process_rank, run_split
 
     rank, world = process_rank()
@@ -328,6 +324,17 @@ def run_label(cfg: LabelConfig, split: bool = True) -> dict[str, Any]:
     began = time.perf_counter()
     index, n = parse_shard(cfg.shard)
     output = shard_path(cfg.output, index, n)
+    check_output_path(output, folder=False)
+    with output_lock(output):  # a second job on this output stops here, before it reads or writes anything
+        return _label_shard(cfg, output, index, n, began)
+
+
+def _label_shard(cfg: LabelConfig, output: Path, index: int, n: int, began: float) -> dict[str, Any]:
+    """:func:`run_label`'s work on one shard, under the output's lock."""
+    from tqdm.auto import tqdm
+
+    from distilrank.models.kind import detect_model_kind, scorer_kind
+
     if output.exists():
         raise ConfigError(f"{output} already exists (labelled before?); delete it or choose another output=...")
     # reads small files only: a teacher that cannot score fails before any data is read

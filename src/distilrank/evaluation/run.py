@@ -52,7 +52,10 @@ def first_stage_run(dataset: RetrievalDataset, given: Run | None, top_k: int, ma
 
 def run_eval(cfg: EvalConfig) -> dict[str, Any]:
     from distilrank.evaluation.suite import is_suite, run_suite
+    from distilrank.io import check_output_path
 
+    if cfg.output_dir:  # before any scoring: an unwritable output_dir fails now, not after the work
+        check_output_path(cfg.output_dir, folder=True, setting="output_dir")
     if is_suite(cfg.data) or cfg.inject_relevant:  # several datasets (comma-separated) or NanoBEIR: one table (evaluation/suite.py)
         return run_suite(cfg)
     dataset, given = resolve_dataset(cfg.data, cfg.split)

@@ -23,7 +23,7 @@ from distilrank.inference.onnx_backend import (
     load_export,
     make_session,
 )
-from distilrank.io import atomic_dir, atomic_write_json
+from distilrank.io import atomic_dir, atomic_write_json, check_output_path, output_lock
 from distilrank.models.bi_encoder import BiEncoder
 from distilrank.models.cross_encoder import CrossEncoder
 from distilrank.models.kind import ModelKind, detect_model_kind, scorer_kind
@@ -199,9 +199,14 @@ def export_onnx(
     """
     if quantize not in ("none", "int8"):
         raise ConfigError(f"quantize must be 'none' or 'int8', got {quantize!r}")
-    out = Path(output_dir)
-    if out.exists():
-        raise ConfigError(f"output_dir {out} already exists; choose another folder (the export never overwrites)")
+    out = check_output_path(output_dir, folder=True, setting="output_dir")
+    with output_lock(out, "output_dir"):  # a second export to this folder stops here
+        if out.exists():
+            raise ConfigError(f"output_dir {out} already exists; choose another folder (the export never overwrites)")
+        return _export(model_dir, out, quantize, opset, max_length)
+
+
+def _export(model_dir: str | Path, out: Path, quantize: str, opset: int, max_length: int | None) -> Path:
     import_onnxruntime()  # fail before the slow part when the [onnx] extra is missing
     how = _export_kind(model_dir)
     model: CrossEncoder | BiEncoder

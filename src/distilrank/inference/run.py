@@ -12,6 +12,8 @@ from distilrank.inference.reranker import RankResult, Reranker
 def read_documents(path: str | Path) -> list[str]:
     """One document per line; blank lines are errors (they would shift every index after them)."""
     p = Path(path)
+    if p.is_dir():
+        raise DataError("is a folder, not a file", path=p, hint="documents= takes a text file, one document per line")
     if not p.is_file():
         raise DataError("no such file", path=p)
     docs = []

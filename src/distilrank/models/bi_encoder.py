@@ -153,7 +153,7 @@ class BiEncoder(nn.Module):
                               return_tensors="pt")
 
     def forward(self, **features: Tensor) -> Tensor:
-        out = self.model(**features).last_hidden_state  # (B, L, D)
+        out = self.model(**features).last_hidden_state.float()  # (B, L, D): pooled and normalised in fp32
         vectors = pool(out, features["attention_mask"], self.pooling)  # (B, D)
         return nn.functional.normalize(vectors, dim=-1) if self.normalize else vectors
 

@@ -59,6 +59,29 @@ def max_positions(config) -> int | None:
     return n - 2 if getattr(config, "model_type", "") in ("roberta", "xlm-roberta", "camembert") else n
 
 
+HALF = (torch.bfloat16, torch.float16)
+
+
+def _inputs_to_head_dtype(module: nn.Module, args: tuple[Any, ...]) -> tuple[Any, ...]:
+    dtype = next(module.parameters()).dtype
+    return tuple(a.to(dtype) if isinstance(a, Tensor) and a.is_floating_point() else a for a in args)
+
+
+def head_in_fp32(model: nn.Module) -> None:
+    """Run the scoring head (every part of ``model`` outside its base encoder) in float32, in place.
+
+    Under bf16/fp16 weights a logit rounds to 8 (11) bits of mantissa: near-tied documents get the same
+    score and their order falls to the tie-break. The encoder stays in half precision; its output is
+    upcast before the head, so the logits (and anything sorted or activated after them) are float32.
+    """
+    base = getattr(model, "base_model", None)
+    for child in model.children():
+        if child is base or not any(True for _ in child.parameters()):
+            continue
+        child.float()
+        child.register_forward_pre_hook(_inputs_to_head_dtype)
+
+
 # Classification heads that read only the first token's final hidden state.
 FIRST_TOKEN_HEADS = ("BertForSequenceClassification", "RobertaForSequenceClassification",
                      "XLMRobertaForSequenceClassification", "ElectraForSequenceClassification")
@@ -166,6 +189,8 @@ class CrossEncoder(nn.Module):
                 "from it with `distilrank train`, or pass allow_new_head=true if you really mean a random head")
         if num_layers:
             keep_first_layers(model, num_layers)
+        if dtype in HALF:
+            head_in_fp32(model)
         limit = max_positions(model.config) or 512
         if max_length is None:  # the length the checkpoint was saved with, within what it can read
             saved = getattr(tokenizer, "model_max_length", None) or limit
@@ -203,7 +228,7 @@ class CrossEncoder(nn.Module):
 
     def forward(self, **features: Tensor) -> Tensor:
         owner = features.pop("passage_owner", None)  # (W,) with MaxP: the pair of each passage row
-        logits = self.model(**features).logits.view(-1)  # (B,) or (W,)
+        logits = self.model(**features).logits.view(-1).float()  # (B,) or (W,), fp32 before any max or loss
         if owner is None:
             return logits
         return max_per_owner_torch(logits, owner, int(owner[-1]) + 1)  # (B,): each pair's best passage

@@ -13,6 +13,7 @@ import itertools
 import logging
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -78,6 +79,22 @@ class TemplateIds:
         return len(self.before) + len(self.prefix) + len(self.middle) + len(self.suffix) + len(self.after)
 
 
+def _fp32_linear(module: nn.Linear, hidden: Tensor) -> Tensor:
+    bias = None if module.bias is None else module.bias.float()
+    return nn.functional.linear(hidden.float(), module.weight.float(), bias)
+
+
+def lm_head_in_fp32(model: nn.Module) -> None:
+    """Compute the LM head's logits in float32 from half-precision decoder states, in place.
+
+    A bf16 logit keeps 8 bits of mantissa: near-tied true/false logits would round together and the
+    documents' order fall to the tie-break. (The head's weights stay shared with the embeddings.)
+    """
+    head = model.get_output_embeddings()
+    if isinstance(head, nn.Linear):
+        head.forward = partial(_fp32_linear, head)
+
+
 def check_texts(queries: Sequence[str], docs: Sequence[str]) -> None:
     if len(queries) != len(docs):
         raise ConfigError(f"got {len(queries)} queries but {len(docs)} documents; pass one query per document")
@@ -136,6 +153,8 @@ class Seq2SeqReranker(nn.Module):
                 f"cannot load '{name_or_path}' as a seq2seq (T5-family) model: {exc}. "
                 "Pass a local folder of a T5-style checkpoint."
             ) from None
+        if dtype in (torch.bfloat16, torch.float16):
+            lm_head_in_fp32(model)
         if max_length is None:  # the length the checkpoint was saved with, if it ever set one
             saved = getattr(tokenizer, "model_max_length", None)
             max_length = saved if isinstance(saved, int) and 0 < saved <= SANE_MAX_LENGTH else DEFAULT_MAX_LENGTH
@@ -217,7 +236,7 @@ class Seq2SeqReranker(nn.Module):
         start = torch.full((input_ids.shape[0], 1), self.decoder_start_id, dtype=torch.long, device=input_ids.device)
         features.setdefault("decoder_input_ids", start)  # (B, 1)
         logits = self.model(**features, use_cache=False).logits  # (B, 1, V)
-        return logits[:, 0, [self.false_id, self.true_id]]  # (B, 2)
+        return logits[:, 0, [self.false_id, self.true_id]].float()  # (B, 2), fp32 before any softmax or loss
 
     @torch.inference_mode()
     def _pair_logits(

@@ -60,3 +60,24 @@ def load_latest(accelerator: Accelerator, output_dir: str | Path) -> LoopState |
     latest = found[-1]
     accelerator.load_state(str(latest))
     return LoopState(**json.loads((latest / "loop_state.json").read_text()))
+
+
+def check_resume(output_dir: str | Path, resume: bool, what: str = "trained model") -> None:
+    """Refuse, before any work, a run folder that does not fit ``resume``.
+
+    A finished run (``model/`` saved) is never trained again in place, with or without ``resume``;
+    ``resume`` needs a checkpoint to resume from.
+    """
+    from distilrank.errors import ConfigError
+
+    out = Path(output_dir)
+    if (out / "model").exists():
+        if resume:
+            raise ConfigError(f"resume=true, but {out} holds a finished run (its {what} is saved in model/): there is "
+                              "nothing to resume; choose another output_dir to train again")
+        raise ConfigError(f"{out} already holds a {what} (a finished run); choose another output_dir, or delete "
+                          f"{out} to train it again")
+    if resume and not checkpoints(out):
+        state = "does not exist" if not out.exists() else "holds no checkpoint (checkpoints/checkpoint-N)"
+        raise ConfigError(f"resume=true, but {out} {state}: there is nothing to resume from; drop resume=true to "
+                          "start a new run (save_steps > 0 writes checkpoints that a killed run resumes from)")

@@ -7,8 +7,10 @@ head if it has none] -> build the student from teacher layers -> distil (the one
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
+import shutil
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -22,6 +24,7 @@ from transformers import AutoModelForMaskedLM, PreTrainedModel
 from distilrank.config import DistillConfig
 from distilrank.data.collate import BlockMasker
 from distilrank.errors import ConfigError, DataError
+from distilrank.io import check_output_path, output_lock
 from distilrank.models.cross_encoder import max_positions
 from distilrank.models.student import (
     MaskedLM,
@@ -33,6 +36,7 @@ from distilrank.models.student import (
     save_student,
 )
 from distilrank.reports import plot_loss, read_log, start_run, write_metrics
+from distilrank.training.checkpoint import check_resume
 from distilrank.training.loop import make_accelerator, train_loop
 from distilrank.training.tasks import DistillTask
 
@@ -132,16 +136,44 @@ def _load_blocks(cfg: DistillConfig, tokenizer: Any, accelerator: Accelerator) -
     from distilrank.data.text import build_block_store
 
     cache = Path(cfg.cache_dir or Path(cfg.output_dir) / "cache")
-    with accelerator.main_process_first():
-        blocks, summary = build_block_store(
-            corpus_spec(cfg.data), tokenizer, cfg.block_size, cache, text_field=cfg.text_field, min_words=cfg.min_words,
-            hub_config=cfg.data_config or None, hub_split=cfg.data_split, max_blocks=cfg.max_blocks,
-            show_progress=accelerator.is_main_process)
-    if len(blocks) < 2:
-        raise DataError(f"the corpus gives only {len(blocks)} block(s) of {cfg.block_size} tokens; distillation "
-                        "needs more text (or a smaller block_size)", path=cfg.data)
+    new = [p for p in (cache, *cache.parents) if not p.exists()]  # folders this call creates
+    try:
+        with accelerator.main_process_first():
+            blocks, summary = build_block_store(
+                corpus_spec(cfg.data), tokenizer, cfg.block_size, cache, text_field=cfg.text_field,
+                min_words=cfg.min_words, hub_config=cfg.data_config or None, hub_split=cfg.data_split,
+                max_blocks=cfg.max_blocks, show_progress=accelerator.is_main_process)
+        if len(blocks) < 2:
+            raise DataError(f"the corpus gives only {len(blocks)} block(s) of {cfg.block_size} tokens; distillation "
+                            "needs more text (or a smaller block_size)", path=cfg.data)
+    except BaseException:  # bad data leaves no empty cache/ (or output folder) behind
+        if accelerator.is_main_process:
+            for folder in new:  # the cache first, then the parents this call created, if left empty
+                if folder == cache:
+                    shutil.rmtree(folder, ignore_errors=True)
+                else:
+                    _rmdir_if_empty(folder)
+        raise
     held = min(cfg.eval_blocks, max(1, len(blocks) // 10))  # never more than a tenth of a small corpus
     return blocks.subset(range(len(blocks) - held)), blocks.subset(range(len(blocks) - held, len(blocks))), summary
+
+
+def load_tokenizer(name: str) -> Any:
+    """The teacher's tokenizer alone: enough to read and check the corpus before the teacher loads."""
+    from transformers import AutoTokenizer
+
+    from distilrank.models.cross_encoder import resolve_model_path
+
+    try:
+        return AutoTokenizer.from_pretrained(resolve_model_path(name))
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"cannot load the tokenizer of teacher '{name}': {exc}. Pass a local folder with a "
+                          "BERT-style checkpoint, or 'packaged:all-MiniLM-L6-v2'.") from None
+
+
+def _rmdir_if_empty(folder: Path) -> None:
+    with contextlib.suppress(OSError):
+        folder.rmdir()
 
 
 def fit_teacher_head(cfg: DistillConfig, teacher: PreTrainedModel, tokenizer: Any, train_blocks: Any,
@@ -167,11 +199,22 @@ def fit_teacher_head(cfg: DistillConfig, teacher: PreTrainedModel, tokenizer: An
 
 
 def run_distill(cfg: DistillConfig, on_step: Callable[[int], None] | None = None) -> dict[str, Any]:
-    """Distil a student as ``cfg`` says; returns the report also written to metrics.json."""
+    """Distil a student as ``cfg`` says; returns the report also written to metrics.json.
+
+    The output folder is checked before any work and locked while the run writes it; the corpus is
+    read and checked before the teacher loads (and before any MLM head is fitted).
+    """
+    out = check_output_path(cfg.output_dir, folder=True, setting="output_dir")
+    with output_lock(out, "output_dir"):  # a second job on this folder stops here
+        head_fitted = cfg.resume and (out / "teacher_head" / "model").is_dir() and not (out / "model").exists()
+        check_resume(out, cfg.resume and not head_fitted, "distilled model")  # a fitted head is resumable state
+        return _distill(cfg, on_step)
+
+
+def _distill(cfg: DistillConfig, on_step: Callable[[int], None] | None) -> dict[str, Any]:
     out = Path(cfg.output_dir)
-    if (out / "model").exists() and not cfg.resume:
-        raise ConfigError(f"{out} already holds a distilled model; choose another output_dir or pass resume=true")
     accelerator = make_accelerator(cfg)
+    train_blocks, held_blocks, corpus = _load_blocks(cfg, load_tokenizer(cfg.teacher), accelerator)
     teacher, tokenizer, has_head = load_teacher(cfg.teacher)
     loaded_student, student_desc = _student_source(cfg, teacher, tokenizer)
     alpha_ce = cfg.alpha_ce
@@ -184,7 +227,6 @@ def run_distill(cfg: DistillConfig, on_step: Callable[[int], None] | None = None
     elif not has_head and fit_head:  # alpha_mlm > 0: the student's MLM head starts from the fitted teacher head
         _say(accelerator, f"the teacher {cfg.teacher} has no MLM head: fitting one first ({cfg.head_fit_steps} "
                           "steps, encoder frozen) to start the student's")
-    train_blocks, held_blocks, corpus = _load_blocks(cfg, tokenizer, accelerator)
     _say(accelerator, f"corpus: {corpus['documents']} documents, {corpus['blocks']} blocks of {cfg.block_size} "
                       f"tokens ({len(held_blocks)} held out){' (cached)' if corpus['cached'] else ''}")
     masker = BlockMasker(tokenizer, cfg.mlm_probability, cfg.whole_word_mask)

@@ -5,6 +5,7 @@ Also runs chained stages (:func:`run_stages`), each starting from the previous s
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 from collections.abc import Callable, Sequence
@@ -16,9 +17,10 @@ from accelerate.utils import set_seed
 from distilrank.config import TrainConfig
 from distilrank.data.records import Group, SoftGroup
 from distilrank.errors import ConfigError
-from distilrank.io import atomic_dir
+from distilrank.io import atomic_dir, check_output_path, output_lock
 from distilrank.models.cross_encoder import CrossEncoder
 from distilrank.reports import plot_comparison, plot_loss, read_log, start_run, write_metrics
+from distilrank.training.checkpoint import check_resume, checkpoints
 from distilrank.training.loop import make_accelerator, train_loop
 from distilrank.training.tasks import RerankTask, SoftLabelTask, Student, shuffle_negatives
 
@@ -132,7 +134,16 @@ def run_training(
     """Train a reranker as ``cfg`` says; returns the metrics also written to metrics.json.
 
     ``examples`` (records already loaded, e.g. by the Python API) replace reading ``cfg.train_file``.
+    The run folder is checked before any work and locked while the run writes it.
     """
+    out = check_output_path(cfg.output_dir, folder=True, setting="output_dir")
+    with output_lock(out, "output_dir"):  # a second job on this folder stops here
+        check_resume(out, cfg.resume)
+        return _train(cfg, on_step, examples)
+
+
+def _train(cfg: TrainConfig, on_step: Callable[[int], None] | None, examples: Sequence[Any] | None,
+           ) -> dict[str, Any]:
     if cfg.task in ("nli", "qa"):  # task heads read their own data (training/nli.py, training/qa.py)
         from distilrank.training.nli import run_nli
         from distilrank.training.qa import run_qa
@@ -142,9 +153,6 @@ def run_training(
         from distilrank.training.embedding import run_bi_encoder_training
 
         return run_bi_encoder_training(cfg, on_step=on_step, examples=examples)
-    out = Path(cfg.output_dir)
-    if out.exists() and (out / "model").exists() and not cfg.resume:
-        raise ConfigError(f"{out} already holds a trained model; choose another output_dir or pass resume=true")
     accelerator = make_accelerator(cfg)
     examples = list(examples) if examples is not None else read_examples(cfg.train_file)
     set_seed(cfg.seed)  # before the model: a fresh classification head is initialised at random
@@ -230,6 +238,7 @@ def run_stages(stages: Sequence[tuple[str, TrainConfig]], on_step: Callable[[int
             results.append({"stage": name, "output_dir": cfg.output_dir, "skipped": True, **metrics})
             continue
         logger.info("stage %d/%d '%s': %s -> %s", k + 1, len(stages), name, cfg.model, cfg.output_dir)
-        metrics = run_training(cfg, on_step=on_step)
+        # resume=true resumes the pipeline: a stage that never wrote a checkpoint starts from step 0
+        metrics = run_training(dataclasses.replace(cfg, resume=cfg.resume and bool(checkpoints(out))), on_step=on_step)
         results.append({"stage": name, "output_dir": cfg.output_dir, "skipped": False, **metrics})
     return results
