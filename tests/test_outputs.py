@@ -48,6 +48,14 @@ def test_a_second_lock_on_one_output_fails_at_once_and_the_first_is_released(tmp
     assert list(tmp_path.iterdir()) == []
 
 
+def test_only_the_main_process_of_a_distributed_launch_locks(tmp_path, monkeypatch):
+    out = tmp_path / "run"
+    with output_lock(out):
+        monkeypatch.setenv("RANK", "1")  # another process of the same launch: the main one holds the lock
+        with output_lock(out):
+            pass
+
+
 def test_a_killed_holder_leaves_no_stale_lock(tmp_path):
     out = tmp_path / "run"
     code = f"from distilrank.io import output_lock\nwith output_lock({str(out)!r}):\n    import os; os._exit(9)\n"

@@ -106,7 +106,7 @@ def output_lock(path: str | Path, setting: str = "output") -> Iterator[Path]:
     """
     from distilrank.errors import ConfigError
 
-    if os.environ.get("LOCAL_RANK", "0") not in ("", "0"):
+    if any(os.environ.get(var, "0") not in ("", "0") for var in ("RANK", "LOCAL_RANK")):
         yield lock_path(path)
         return
     try:
