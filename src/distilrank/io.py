@@ -115,6 +115,7 @@ def output_lock(path: str | Path, setting: str = "output") -> Iterator[Path]:
         yield lock_path(path)
         return
     lock = lock_path(path)
+    made = [p for p in lock.parents if not p.exists()]  # removed again on release if the job left them empty
     lock.parent.mkdir(parents=True, exist_ok=True)
     while True:
         fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
@@ -140,3 +141,6 @@ def output_lock(path: str | Path, setting: str = "output") -> Iterator[Path]:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(lock)
         os.close(fd)
+        for folder in made:  # innermost first: a failed job leaves no empty folders behind
+            with contextlib.suppress(OSError):
+                folder.rmdir()

@@ -158,19 +158,6 @@ def _load_blocks(cfg: DistillConfig, tokenizer: Any, accelerator: Accelerator) -
     return blocks.subset(range(len(blocks) - held)), blocks.subset(range(len(blocks) - held, len(blocks))), summary
 
 
-def load_tokenizer(name: str) -> Any:
-    """The teacher's tokenizer alone: enough to read and check the corpus before the teacher loads."""
-    from transformers import AutoTokenizer
-
-    from distilrank.models.cross_encoder import resolve_model_path
-
-    try:
-        return AutoTokenizer.from_pretrained(resolve_model_path(name))
-    except (OSError, ValueError) as exc:
-        raise ConfigError(f"cannot load the tokenizer of teacher '{name}': {exc}. Pass a local folder with a "
-                          "BERT-style checkpoint, or 'packaged:all-MiniLM-L6-v2'.") from None
-
-
 def _rmdir_if_empty(folder: Path) -> None:
     with contextlib.suppress(OSError):
         folder.rmdir()
@@ -202,7 +189,7 @@ def run_distill(cfg: DistillConfig, on_step: Callable[[int], None] | None = None
     """Distil a student as ``cfg`` says; returns the report also written to metrics.json.
 
     The output folder is checked before any work and locked while the run writes it; the corpus is
-    read and checked before the teacher loads (and before any MLM head is fitted).
+    read and checked before any MLM head is fitted, and bad data leaves no cache behind.
     """
     out = check_output_path(cfg.output_dir, folder=True, setting="output_dir")
     with output_lock(out, "output_dir"):  # a second job on this folder stops here
@@ -214,9 +201,9 @@ def run_distill(cfg: DistillConfig, on_step: Callable[[int], None] | None = None
 def _distill(cfg: DistillConfig, on_step: Callable[[int], None] | None) -> dict[str, Any]:
     out = Path(cfg.output_dir)
     accelerator = make_accelerator(cfg)
-    train_blocks, held_blocks, corpus = _load_blocks(cfg, load_tokenizer(cfg.teacher), accelerator)
     teacher, tokenizer, has_head = load_teacher(cfg.teacher)
     loaded_student, student_desc = _student_source(cfg, teacher, tokenizer)
+    train_blocks, held_blocks, corpus = _load_blocks(cfg, tokenizer, accelerator)  # before any head is fitted
     alpha_ce = cfg.alpha_ce
     fit_head = not has_head and cfg.teacher_head == "fit" and (cfg.alpha_ce > 0 or cfg.alpha_mlm > 0)
     if not has_head and cfg.alpha_ce > 0:
