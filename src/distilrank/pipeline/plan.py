@@ -129,13 +129,7 @@ def _tip(word: str, choices: Any) -> str:
 
 def _refs(value: Any) -> list[str]:
     """Every ``${...}`` inside ``value`` (strings, lists and mappings, recursively)."""
-    if isinstance(value, str):
-        return REF.findall(value)
-    if isinstance(value, (list, tuple)):
-        return [r for v in value for r in _refs(v)]
-    if isinstance(value, dict):
-        return [r for v in value.values() for r in _refs(v)]
-    return []
+    return [r for text in _strings(value) for r in REF.findall(text)]
 
 
 def _substitute(value: Any, lookup: Any) -> Any:
