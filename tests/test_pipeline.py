@@ -164,6 +164,18 @@ def test_run_skip_rerun_and_resume(tmp_path: Path, tiny_beir: Path, tiny_model: 
     assert all(line.endswith("skipped (done)") for line in lines.values()) and len(lines) == 4
     assert (run / "trained" / "model").stat().st_mtime_ns == model_time
 
+    import shutil
+
+    from distilrank.pipeline.run import plan_steps
+
+    moved = tmp_path / "copied-run"  # a copied run folder keeps its finished stages; a new seed reruns from train
+    shutil.copytree(run, moved)
+    plan = load_plan(path, [f"output_dir={moved}"])
+    assert {s.stage.name: s.action for s in plan_steps(plan, read_state(plan))} == dict.fromkeys(
+        ("bm25", "mined", "trained", "scored"), "skip")
+    plan = load_plan(path, [f"output_dir={moved}", "seed=8"])
+    assert [s.action for s in plan_steps(plan, read_state(plan))] == ["skip", "run", "run", "run"]
+
     run_pipeline(load_plan(path, ["steps=3"]))  # train changed: it and what reads it run, the rest is skipped
     lines = _stage_lines(capsys.readouterr().out)
     assert lines["mined"].endswith("skipped (done)") and lines["bm25"].endswith("skipped (done)")

@@ -59,12 +59,25 @@ def _stamp(value: str, run_dir: Path) -> Any:
         return None
 
 
+def _in_run(value: Any, run_dir: Path) -> Any:
+    """``value`` with a path inside the run folder written relative to it (``$RUN/...``)."""
+    if not isinstance(value, str) or not value or "\n" in value:
+        return value
+    try:
+        rel = Path(value).expanduser().resolve().relative_to(run_dir.resolve())
+    except (ValueError, OSError):
+        return value
+    return f"$RUN/{rel.as_posix()}"
+
+
 def fingerprints(plan: Plan) -> dict[str, str]:
     """Each stage's fingerprint (see the module docstring), in plan order."""
     out: dict[str, str] = {}
     for stage in plan.stages:
         cfg = config_to_dict(stage.config)
         cfg.pop("resume", None)  # set by the pipeline when it resumes a stage
+        # paths inside the run folder count relative to it: a moved or copied run folder keeps its fingerprints
+        cfg = {k: _in_run(v, plan.output_dir) for k, v in cfg.items()}
         inputs = {k: s for k, v in cfg.items() if isinstance(v, str) and (s := _stamp(v, plan.output_dir))}
         payload = {"command": stage.command, "config": cfg, "inputs": inputs,
                    "depends": {d: out[d] for d in stage.depends}}
