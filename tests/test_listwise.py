@@ -174,3 +174,61 @@ def test_published_rankings_rank_llm_json_and_trec_run(tmp_path) -> None:
     assert [(r["query_id"], r["doc_id"], r["rank"]) for r in rows2] == [("q1", d, k + 1)
                                                                         for k, d in enumerate(doc_ids[:4])]
     assert rows2[0]["contents"] == "text 4"
+
+
+def _two_query_beir(tmp_path: Path) -> Path:
+    beir = tmp_path / "beir"
+    (beir / "qrels").mkdir(parents=True)
+    (beir / "corpus.jsonl").write_text("".join(json.dumps({"_id": f"d{k}", "title": "", "text": f"text {k}"}) + "\n"
+                                               for k in range(6)))
+    (beir / "queries.jsonl").write_text("".join(json.dumps({"_id": q, "text": f"query {q}"}) + "\n"
+                                                for q in ("q1", "q2")))
+    (beir / "qrels" / "train.tsv").write_text("query-id\tcorpus-id\tscore\nq1\td1\t1\nq2\td0\t1\n")
+    return beir
+
+
+def test_published_runs_are_read_through_datasets(tmp_path, monkeypatch) -> None:
+    """A remote run (URL or hf:// path, e.g. Rank-DistiLLM's on Zenodo) goes through ``datasets``' text
+    builder with the local reader's checks; tested on a local file given to the same loader."""
+    from distilrank.data import hub
+    from distilrank.data.readers import read_trec_run
+    from distilrank.errors import DataError
+
+    run = tmp_path / "rankzephyr.run"
+    run.write_text("q1 Q0 d4 1 5.0 rz\nq1 Q0 d1 2 4.0 rz\n\nq2 Q0 d0 1 3.0 rz\n")
+    assert hub.load_run_hub(str(run)) == read_trec_run(run)
+    bad = tmp_path / "bad.run"
+    bad.write_text("q1 Q0 d4 1 5.0 rz\nq1 Q0 d1 2 high rz\n")
+    with pytest.raises(DataError, match=r"bad\.run:2: field 'score'"):
+        hub.load_run_hub(str(bad))
+    assert hub.is_remote(hub.RANK_DISTILLM + "x.run") and hub.is_remote("hf://datasets/o/n/x.run")
+    assert not hub.is_remote(str(run))
+
+    # label mode=listwise and eval first_stage= route a URL teacher to that loader (no network here)
+    seen = []
+
+    def fake(spec, cache_dir=None):
+        seen.append(spec)
+        return read_trec_run(run)
+
+    monkeypatch.setattr(hub, "load_run_hub", fake)
+    beir = _two_query_beir(tmp_path)
+    url = hub.RANK_DISTILLM + "__rankzephyr-colbert-10000-sampled-100__msmarco-passage-train-judged.run"
+    out = tmp_path / "ranked.jsonl"
+    run_label(LabelConfig(teacher=url, data=str(beir), output=str(out), mode="listwise"))
+    assert seen == [url]
+    assert [(r["query_id"], r["doc_id"], r["rank"]) for r in _rows(out)] == [
+        ("q1", "d4", 1), ("q1", "d1", 2), ("q2", "d0", 1)]
+
+
+def test_an_unreachable_published_run_is_one_clear_error(tmp_path, monkeypatch) -> None:
+    from distilrank.errors import DataError
+
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    out = tmp_path / "ranked.jsonl"
+    with pytest.raises(DataError, match="could not load 'hf://datasets/nobody/none/x.run' through datasets"):
+        run_label(LabelConfig(teacher="hf://datasets/nobody/none/x.run", data=str(_two_query_beir(tmp_path)),
+                              output=str(out),
+                              mode="listwise"))
+    assert not out.exists()

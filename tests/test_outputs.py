@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -117,6 +118,8 @@ def _commands(tmp_path: Path, tiny_model: Path, groups_file: Path) -> dict[str, 
     text.write_text("the quick brown fox jumps over the lazy dog. " * 200)
     return {
         "label": ([f"teacher={tiny_model}", f"data={groups_file}"], "output"),
+        "label ensemble": ([f"teacher={tiny_model},{tiny_model}", f"data={groups_file}"], "output"),
+        "label listwise": ([f"teacher={_published_run(tmp_path)}", "data=unused", "mode=listwise"], "output"),
         "mine": (["data=demo", "max_queries=2"], "output"),
         "train": ([f"train_file={groups_file}", f"model={tiny_model}", "max_steps=1", "batch_size=2",
                    "group_size=3"], "output_dir"),
@@ -126,14 +129,24 @@ def _commands(tmp_path: Path, tiny_model: Path, groups_file: Path) -> dict[str, 
     }
 
 
-@pytest.mark.parametrize("command", ["label", "mine", "train", "export", "distill-mlm"])
+def _published_run(tmp_path: Path) -> Path:
+    """A rank_llm JSON ranking (texts included): what ``label mode=listwise`` reads as a teacher."""
+    ranked = tmp_path / "ranked.json"
+    ranked.write_text(json.dumps([{"query": "sort a list", "hits": [
+        {"qid": "q1", "docid": f"d{k}", "content": f"passage {k}", "rank": k + 1, "score": 3.0 - k}
+        for k in range(3)]}]))
+    return ranked
+
+
+@pytest.mark.parametrize("command", ["label", "label ensemble", "label listwise", "mine", "train", "export",
+                                     "distill-mlm"])
 def test_every_writing_command_stops_on_a_locked_output(command, tiny_model, groups_file, tmp_path, capsys):
     args, setting = _commands(tmp_path, tiny_model, groups_file)[command]
     out = tmp_path / "out" / ("out.jsonl" if setting == "output" else "run")
     with output_lock(out):  # another job holds it
         before = snapshot(tmp_path)
         capsys.readouterr()
-        assert main([command, *args, f"{setting}={out}"]) == 2
+        assert main([command.split()[0], *args, f"{setting}={out}"]) == 2
         one_line_error(capsys, f"{setting}={out} is being written by another distilrank job")
         assert snapshot(tmp_path) == before
 

@@ -313,19 +313,19 @@ def run_label(cfg: LabelConfig, split: bool = True) -> dict[str, Any]:
     rank, world = process_rank()
     if split and world > 1:
         return run_split(cfg, rank, world, lambda part: run_label(part, split=False))
-    if cfg.mode == "listwise":  # one ranking per query from a listwise LLM or a published run
-        from distilrank.labeling_listwise import run_listwise
-
-        return run_listwise(cfg)
-    if "," in cfg.teacher:  # an ensemble: each teacher labels, then their z-scores are averaged
-        from distilrank.labeling_llm import run_ensemble
-
-        return run_ensemble(cfg)
     began = time.perf_counter()
     index, n = parse_shard(cfg.shard)
     output = shard_path(cfg.output, index, n)
     check_output_path(output, folder=False)
     with output_lock(output):  # a second job on this output stops here, before it reads or writes anything
+        if cfg.mode == "listwise":  # one ranking per query from a listwise LLM or a published run
+            from distilrank.labeling_listwise import run_listwise
+
+            return run_listwise(cfg)
+        if "," in cfg.teacher:  # an ensemble: each teacher labels, then their z-scores are averaged
+            from distilrank.labeling_llm import run_ensemble
+
+            return run_ensemble(cfg)
         return _label_shard(cfg, output, index, n, began)
 
 

@@ -5,7 +5,9 @@
   (``tensor_parallel_size`` GPUs).
 * ``teacher=<rank_llm .json file>``: the rankings it holds, texts included (``data`` is not read).
 * ``teacher=<TREC run file>`` (e.g. RankZephyr's or Rank-DistiLLM's published runs): its order for each
-  query of ``data`` (a BEIR/TREC folder with the corpus and queries), the top ``top_k``.
+  query of ``data`` (a BEIR/TREC folder with the corpus and queries), the top ``top_k``. A URL or an
+  ``hf://datasets/...`` path is read through ``datasets`` (Rank-DistiLLM's runs:
+  ``teacher=https://zenodo.org/records/12528410/files/__rankzephyr-colbert-10000-sampled-100__msmarco-passage-train-judged.run``).
 
 Rows are written best first per query: ``{query, contents, rank, score}`` with ``score = -rank`` (so
 ``distilrank train`` reads them as soft labels; ``targets=ranks`` makes the LTR losses use the order
@@ -86,8 +88,11 @@ def _prompt_builder(tokenizer: Any) -> Any:
 
 def check_listwise_teacher(cfg: LabelConfig) -> str:
     """``"file"`` (published rankings) or ``"llm"`` (a causal LM); anything else is one clear error."""
+    from distilrank.data.hub import is_remote
     from distilrank.models.kind import ModelKind, detect_model_kind
 
+    if is_remote(cfg.teacher):  # a published TREC run read through datasets (e.g. Rank-DistiLLM's)
+        return "file"
     path = Path(cfg.teacher).expanduser()
     if path.is_file():
         if path.suffix.lower() not in (".json", *RUN_SUFFIXES):

@@ -40,11 +40,13 @@ from distilrank.data.records import (
     Passage,
     Query,
     RetrievalDataset,
+    Run,
     SoftGroup,
 )
 from distilrank.errors import ConfigError, DataError
 
-__all__ = ["load_beir_hub", "load_inranker_dataset", "load_soft_labels_hub", "load_training_hub"]
+__all__ = ["is_remote", "load_beir_hub", "load_inranker_dataset", "load_run_hub", "load_soft_labels_hub",
+           "load_training_hub"]
 
 # InRanker's published soft labels (monoT5-3B teacher) and the MS MARCO texts they refer to.
 INRANKER_BEIR = "unicamp-dl/InRanker-BEIR"
@@ -73,8 +75,10 @@ def _reason(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text[:300]}"
 
 
-def _load(name: str, config: str | None, split: str, cache_dir: str | None, **options: Any) -> Any:
-    """``datasets.load_dataset(name, config, split=split, **options)``; any failure becomes a DataError."""
+def _load(name: str, config: str | None, split: str, cache_dir: str | None, shown: str = "",
+          **options: Any) -> Any:
+    """``datasets.load_dataset(name, config, split=split, **options)``; any failure becomes a DataError that
+    names ``shown`` (default ``name``)."""
     import datasets  # heavy: imported only when the hub is actually used
 
     first_error: Exception | None = None
@@ -92,7 +96,8 @@ def _load(name: str, config: str | None, split: str, cache_dir: str | None, **op
     assert first_error is not None
     where = f" (config {config!r}, split {split!r})" if config else f" (split {split!r})"
     message = (
-        f"could not load {name!r} from the Hugging Face hub: {_reason(first_error)}{where}; "
+        f"could not load {shown or name!r} {'through datasets' if shown else 'from the Hugging Face hub'}: "
+        f"{_reason(first_error)}{where}; "
         "pass a local file or folder instead, or check the name and your network"
     )
     raise DataError(message) from first_error
@@ -285,6 +290,30 @@ def load_inranker_dataset(
         path, files, name = _source(INRANKER_BEIR, data_files, INRANKER_BEIR_FILE)
         return _soft_groups(_load(path, None, "train", cache_dir, data_files=files), name, max_rows)
     return load_soft_labels_hub(which, data_files=data_files, cache_dir=cache_dir, max_rows=max_rows)
+
+
+REMOTE_PREFIXES = ("hf://", "http://", "https://")
+# Rank-DistiLLM (Schlatt et al., 2024): MS MARCO training queries re-ranked by RankZephyr / RankGPT-4 Turbo,
+# published as TREC run files, e.g. RANK_DISTILLM + "__rankzephyr-colbert-10000-sampled-100__msmarco-passage-train-judged.run"
+RANK_DISTILLM = "https://zenodo.org/records/12528410/files/"
+
+
+def is_remote(spec: str) -> bool:
+    """A URL or an ``hf://`` path: read through ``datasets``, not from the local disk."""
+    return spec.strip().lower().startswith(REMOTE_PREFIXES)
+
+
+def load_run_hub(spec: str, cache_dir: str | None = None) -> Run:
+    """A TREC run file (``qid Q0 docid rank score tag``) read through ``datasets.load_dataset("text", ...)``.
+
+    ``spec`` is what ``data_files`` takes: an ``hf://datasets/owner/name/file.run`` path, a URL such as one of
+    Rank-DistiLLM's runs (:data:`RANK_DISTILLM` + file name), or a local file. Lines are checked as strictly
+    as a local run's; errors name ``spec`` and the line.
+    """
+    from distilrank.data.readers import read_trec_run
+
+    ds = _load("text", None, "train", cache_dir, shown=spec, data_files=spec)
+    return read_trec_run(spec, lines=((i + 1, row["text"]) for i, row in enumerate(ds)))
 
 
 def _cell(row: Mapping[str, Any], key: str, where: Where) -> str:

@@ -100,11 +100,13 @@ def iter_columns(
     *,
     header: bool = False,
     maxsplit: int = -1,
+    lines: Iterable[tuple[int, str]] | None = None,
 ) -> Iterator[tuple[int, list[str]]]:
-    """Non-blank lines split into exactly ``len(names)`` non-empty, stripped columns."""
+    """Non-blank lines (of ``path``, or ``lines`` read from it) split into exactly ``len(names)`` non-empty,
+    stripped columns."""
     kind = "tab" if sep == "\t" else "whitespace"
     first = True
-    for line_no, text in iter_lines(path):
+    for line_no, text in iter_lines(path) if lines is None else lines:
         if not text.strip():
             continue
         cols = [c.strip() for c in text.split(sep, maxsplit)]

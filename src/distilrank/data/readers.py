@@ -127,13 +127,16 @@ def read_beir(folder: StrPath, split: str = "test") -> RetrievalDataset:
 # ---------------------------------------------------------------------------- TREC formats
 
 
-def read_trec_run(path: StrPath) -> Run:
-    """A TREC run (``qid Q0 docid rank score tag``), each query sorted by score, ties by rank."""
+def read_trec_run(path: StrPath, lines: Iterable[tuple[int, str]] | None = None) -> Run:
+    """A TREC run (``qid Q0 docid rank score tag``), each query sorted by score, ties by rank.
+
+    ``lines`` (line number, text) are the file's lines when they were read elsewhere (e.g. by ``datasets``).
+    """
     path = Path(path)
     rows: dict[str, list[tuple[float, int, str]]] = {}
     seen: dict[str, str] = {}
     names = ("qid", "Q0", "docid", "rank", "score", "tag")
-    for line_no, (qid, _, did, rank, score, _) in iter_columns(path, names, None):
+    for line_no, (qid, _, did, rank, score, _) in iter_columns(path, names, None, lines=lines):
         where = Where(str(path), line_no)
         no_duplicate(seen, f"{qid} {did}", where, "docid")
         row = (parse_float(score, where, "score"), parse_int(rank, where, "rank"), did)
@@ -201,6 +204,16 @@ def _read_hits(
         rows.append((score, int(rank), did))
     assert qid is not None
     return qid, sort_hits(rows)
+
+
+def read_run_spec(spec: str) -> Run:
+    """A run to rerank or learn from: a rank_llm ``.json``, a TREC run file, or a remote TREC run (a URL or
+    ``hf://datasets/...`` path, read through ``datasets``; see :func:`distilrank.data.hub.load_run_hub`)."""
+    from distilrank.data.hub import is_remote, load_run_hub
+
+    if is_remote(spec):
+        return load_run_hub(spec)
+    return read_rank_llm_json(spec)[2] if spec.endswith(".json") else read_trec_run(spec)
 
 
 def read_rank_llm_json(path: StrPath) -> tuple[dict[str, Query], dict[str, Passage], Run]:

@@ -37,9 +37,9 @@ def first_stage_run(dataset: RetrievalDataset, given: Run | None, top_k: int, ma
     if max_queries:
         qids = qids[:max_queries]
     if run_file:
-        from distilrank.data.readers import read_rank_llm_json, read_trec_run
+        from distilrank.data.readers import read_run_spec
 
-        given = read_rank_llm_json(run_file)[2] if run_file.endswith(".json") else read_trec_run(run_file)
+        given = read_run_spec(run_file)
         unknown = [d for q in qids for d, _ in given.get(q, []) if d not in dataset.corpus]
         if unknown:
             raise DataError(f"run names document id '{unknown[0]}' that is not in the corpus "
