@@ -29,7 +29,7 @@ from distilrank.losses import hidden_cosine, kd_kl, mlm_ce
 from distilrank.models.student import MaskedLM, build_student
 from distilrank.training.checkpoint import checkpoints
 from distilrank.training.distill import run_distill
-from distilrank.training.tasks import DistillTask
+from distilrank.training.mlm_task import DistillTask
 
 
 def _bert_config(vocab: int, layers: int = 4) -> BertConfig:

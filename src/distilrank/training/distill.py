@@ -38,7 +38,7 @@ from distilrank.models.student import (
 from distilrank.reports import plot_loss, read_log, start_run, write_metrics
 from distilrank.training.checkpoint import check_resume
 from distilrank.training.loop import make_accelerator, train_loop
-from distilrank.training.tasks import DistillTask
+from distilrank.training.mlm_task import DistillTask
 
 logger = logging.getLogger(__name__)
 
