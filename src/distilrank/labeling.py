@@ -299,6 +299,12 @@ def label_range(teacher: Any, kind: str, pairs: Pairs, start: int, out: IO[str],
 # ---------------------------------------------------------------------------- entry point
 
 
+def check_not_labelled(output: Path) -> None:
+    """A finished label file is never written again: one clear error before any work."""
+    if output.exists():
+        raise ConfigError(f"{output} already exists (labelled before?); delete it or choose another output=...")
+
+
 def run_label(cfg: LabelConfig, split: bool = True) -> dict[str, Any]:
     """Label this shard of ``cfg.data`` with ``cfg.teacher`` into its output file; returns a summary.
 
@@ -318,6 +324,7 @@ def run_label(cfg: LabelConfig, split: bool = True) -> dict[str, Any]:
     output = shard_path(cfg.output, index, n)
     check_output_path(output, folder=False)
     with output_lock(output):  # a second job on this output stops here, before it reads or writes anything
+        check_not_labelled(output)
         if cfg.mode == "listwise":  # one ranking per query from a listwise LLM or a published run
             from distilrank.labeling_listwise import run_listwise
 
@@ -335,8 +342,6 @@ def _label_shard(cfg: LabelConfig, output: Path, index: int, n: int, began: floa
 
     from distilrank.models.kind import detect_model_kind, scorer_kind
 
-    if output.exists():
-        raise ConfigError(f"{output} already exists (labelled before?); delete it or choose another output=...")
     # reads small files only: a teacher that cannot score fails before any data is read
     how = scorer_kind(cfg.teacher, detect_model_kind(cfg.teacher, onnx=False), cfg.encoder, cfg.allow_new_head)
     from distilrank.labeling_llm import check_teacher_options

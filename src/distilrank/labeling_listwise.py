@@ -114,8 +114,6 @@ def run_listwise(cfg: LabelConfig) -> dict[str, Any]:
     began = time.perf_counter()
     index, n = parse_shard(cfg.shard)
     output = shard_path(cfg.output, index, n)
-    if output.exists():
-        raise ConfigError(f"{output} already exists (labelled before?); delete it or choose another output=...")
     source = check_listwise_teacher(cfg)
     windows = SlidingWindows(cfg.window, cfg.stride)  # checks window/stride before anything loads
     queries = _queries_from_ranking_file(cfg) if source == "file" else read_label_input(cfg)

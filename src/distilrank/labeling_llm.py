@@ -133,8 +133,6 @@ def run_ensemble(cfg: LabelConfig) -> dict[str, Any]:
     names = ensemble_teachers(cfg.teacher)
     index, n = parse_shard(cfg.shard)
     output = shard_path(cfg.output, index, n)
-    if output.exists():
-        raise ConfigError(f"{output} already exists (labelled before?); delete it or choose another output=...")
     base = Path(cfg.output)
     files, summaries = [], []
     for k, name in enumerate(names):

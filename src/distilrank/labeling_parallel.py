@@ -50,15 +50,15 @@ def _wait_for(parts: list[Path], failed: list[Path]) -> None:
 def run_split(cfg: LabelConfig, rank: int, world: int, label: Callable[[LabelConfig], dict[str, Any]],
               ) -> dict[str, Any]:
     """Label this process's slice with ``label``; the main process merges every slice into the output."""
-    from distilrank.labeling import shard_path
+    from distilrank.labeling import check_not_labelled, shard_path
 
     index, n = parse_shard(cfg.shard)
     output = shard_path(cfg.output, index, n)
     subs = [part_config(cfg, r, world) for r in range(world)]
     parts = [shard_path(s.output, *parse_shard(s.shard)) for s in subs]
     failed = [p.with_name(p.name + ".failed") for p in parts]
-    if rank == 0 and output.exists():
-        raise ConfigError(f"{output} already exists (labelled before?); delete it or choose another output=...")
+    if rank == 0:
+        check_not_labelled(output)
     failed[rank].unlink(missing_ok=True)
     try:
         summary = label(subs[rank]) if not parts[rank].exists() else {"output": str(parts[rank]), "resumed": True}

@@ -17,7 +17,6 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -140,9 +139,6 @@ def run_bi_encoder_training(cfg: TrainConfig, on_step: Callable[[int], None] | N
     from distilrank.training.run import read_examples, train_and_save
     from distilrank.training.tasks import shuffle_negatives
 
-    out = Path(cfg.output_dir)
-    if (out / "model").exists() and not cfg.resume:
-        raise ConfigError(f"{out} already holds a trained model; choose another output_dir or pass resume=true")
     accelerator = make_accelerator(cfg)
     examples = list(examples) if examples is not None else read_examples(cfg.train_file)
     set_seed(cfg.seed)

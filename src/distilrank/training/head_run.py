@@ -39,12 +39,6 @@ def method_name(cfg: TrainConfig) -> str:
     return name if cfg.freeze_backbone else f"{name}+backbone"
 
 
-def check_output_dir(cfg: TrainConfig) -> None:
-    out = Path(cfg.output_dir)
-    if (out / "model").exists() and not cfg.resume:
-        raise ConfigError(f"{out} already holds a trained model; choose another output_dir or pass resume=true")
-
-
 def run_head_training(
     cfg: TrainConfig,
     accelerator: Accelerator,

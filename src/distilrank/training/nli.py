@@ -24,7 +24,7 @@ from distilrank.data.nli import NLIExample, read_nli
 from distilrank.errors import ConfigError
 from distilrank.evaluation.classification import classification_metrics
 from distilrank.models.heads import PairClassifier
-from distilrank.training.head_run import check_output_dir, head_options, run_head_training
+from distilrank.training.head_run import head_options, run_head_training
 
 logger = logging.getLogger(__name__)
 
@@ -75,7 +75,6 @@ def run_nli(cfg: TrainConfig, on_step: Callable[[int], None] | None = None) -> d
     """Train an NLI classifier as ``cfg`` says (task=nli); returns the metrics written to metrics.json."""
     from distilrank.training.loop import make_accelerator
 
-    check_output_dir(cfg)
     accelerator = make_accelerator(cfg)
     train = read_nli(cfg.train_file, "train", cfg.labels)
     names = train.label_names

@@ -25,7 +25,7 @@ from distilrank.errors import ConfigError
 from distilrank.evaluation.qa import evaluate_qa
 from distilrank.losses.qa import span_ce, span_kd_kl
 from distilrank.models.heads import HeadOptions, QuestionAnswerer
-from distilrank.training.head_run import check_output_dir, head_options, run_head_training
+from distilrank.training.head_run import head_options, run_head_training
 
 logger = logging.getLogger(__name__)
 
@@ -116,7 +116,6 @@ def run_qa(cfg: TrainConfig, on_step: Callable[[int], None] | None = None) -> di
     """Train an extractive QA model as ``cfg`` says (task=qa); returns the metrics written to metrics.json."""
     from distilrank.training.loop import make_accelerator
 
-    check_output_dir(cfg)
     accelerator = make_accelerator(cfg)
     train = read_squad(cfg.train_file, "train")
     set_seed(cfg.seed)  # before the model: the fresh qa_outputs head and soft prompt are random
