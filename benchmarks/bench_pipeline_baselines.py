@@ -8,8 +8,9 @@
   training-loop seconds (metrics.json); a callback stops it there, and it runs at most the teacher's steps (whose LR
   schedule it follows).
 * **copied layers**: the distill-mlm stage's layers copied from its teacher, no distillation, fine-tuned with the
-  teacher's recipe by ``distilrank train``. Budget: the distill-mlm + student stages' seconds (pipeline.json, whole
-  stages; ``--budget-stages``). The loop has no time limit, so a probe times ``--probe-steps`` steps after 5
+  teacher's recipe by ``distilrank train``. Budget: the seconds of the distill-mlm stage, of any train stages
+  between it and the student (e.g. embedding distillation) and of the student (pipeline.json, whole stages;
+  ``--budget-stages``). The loop has no time limit, so a probe times ``--probe-steps`` steps after 5
   warm-up steps and the run takes ``(budget - copy - the probe's load/save overhead) / seconds per step`` steps.
 
 Each is scored by ``run_eval`` with the settings of the run's eval stage of the teacher (resp. student). Seconds:
@@ -52,7 +53,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--teacher-stage", default="teacher")
     p.add_argument("--student-stage", default="student")
     p.add_argument("--budget-stages", default="", help="stages whose seconds are the copied layers' budget "
-                   "(default: the distill-mlm stage the student starts from, and the student)")
+                   "(default: the distill-mlm stage the student starts from, the stages between, and the student)")
     p.add_argument("--probe-steps", type=int, default=10, help="steps timed after 5 warm-up steps")
     p.add_argument("--batch-sampler", default="no_duplicates", help="sentence-transformers batch sampler")
     p.add_argument("--skip", default="", help="'st' and/or 'copied': baselines not to run")
@@ -102,12 +103,22 @@ class Run:
         found.sort(key=lambda n: self.config(n).fusion_weight > 0)
         return found[0] if found else None
 
-    def distill_stage(self, student_model: str) -> str:
-        for name, record in self.stages.items():
-            if record.get("command") == "distill-mlm" and _same(self.path / name / "model", student_model):
-                return name
-        sys.exit(f"{self.path}: the student starts from {student_model}, no distill-mlm stage's model: the copied "
-                 "layers need that stage's teacher and layers")
+    def distill_chain(self, student_model: str) -> list[str]:
+        """The stages the student's start came from: the distill-mlm stage, then any train stages between it and
+        the student (e.g. an embedding-distillation stage), in run order."""
+        chain: list[str] = []
+        model = student_model
+        while len(chain) <= len(self.stages):
+            made = [n for n, r in self.stages.items() if r.get("command") in ("distill-mlm", "train")
+                    and _same(self.path / n / "model", model)]
+            if not made:
+                break
+            chain.insert(0, made[0])
+            if self.stages[made[0]]["command"] == "distill-mlm":
+                return chain
+            model = self.config(made[0]).model
+        sys.exit(f"{self.path}: the student starts from {student_model}, which no distill-mlm stage (directly or "
+                 "through train stages) made: the copied layers need that stage's teacher and layers")
 
 
 def _same(a: str | Path, b: str | Path) -> bool:
@@ -264,8 +275,9 @@ def our_rows(run: Run, args: argparse.Namespace, work: Path, cache: dict[str, An
         sys.exit(f"{run.path}: no finished eval stage scores the {min(evals, key=lambda k: bool(evals[k]))} model")
     if Path(teacher_cfg.train_file).suffix and not Path(teacher_cfg.train_file).exists():
         sys.exit(f"{run.path}: the teacher's train_file {teacher_cfg.train_file} is gone (or relative elsewhere)")
-    distill = run.distill_stage(student_cfg.model)
-    budget_names = args.budget_stages.split(",") if args.budget_stages else [distill, args.student_stage]
+    chain = run.distill_chain(student_cfg.model)
+    distill = chain[0]
+    budget_names = args.budget_stages.split(",") if args.budget_stages else [*chain, args.student_stage]
     budget = sum(float(run.record(n)["seconds"]) for n in budget_names)
     train_s, steps = run.train_seconds(args.teacher_stage)
     key = json.dumps([config_to_dict(run.config(evals["teacher"])) | {"output_dir": ""}, teacher_cfg.model])

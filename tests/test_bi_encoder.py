@@ -14,6 +14,7 @@ from distilrank.config import TrainConfig
 from distilrank.errors import ConfigError
 from distilrank.losses.embedding import (
     embedding_distance,
+    embedding_mse,
     multiple_negatives_ranking,
     triplet_margin,
 )
@@ -130,3 +131,89 @@ def test_bi_encoder_in_eval_and_bad_training_data(tiny_model, demo_beir, tmp_pat
     with pytest.raises(ConfigError, match="bi-encoder on triplets or groups"):
         run_training(TrainConfig(train_file=str(pairs), model=str(tiny_model), output_dir=str(tmp_path / "r"),
                                  loss="mnrl", max_steps=1))
+
+
+def test_embedding_mse_hand_computed():
+    s = torch.tensor([[1.0, 0.0], [0.6, 0.8]])
+    t = torch.tensor([[0.0, 1.0], [0.6, 0.8]])
+    # row 0: (1 + 1) / 2 elements; row 1: 0; mean over all 4 elements = 2 / 4
+    assert embedding_mse(s, t).item() == pytest.approx(0.5)
+    unit = torch.nn.functional.normalize(torch.randn(5, 8), dim=-1)
+    other = torch.nn.functional.normalize(torch.randn(5, 8), dim=-1)
+    cos = (unit * other).sum(-1)
+    assert embedding_mse(unit, other).item() == pytest.approx(((2 - 2 * cos) / 8).mean().item(), abs=1e-6)
+    with pytest.raises(ValueError, match="differ in shape"):
+        embedding_mse(torch.zeros(2, 3), torch.zeros(2, 4))
+
+
+def _bi_folder(src: Path, out: Path) -> Path:
+    BiEncoder.from_pretrained(str(src)).save_pretrained(out)
+    return out
+
+
+def test_embedding_distillation_moves_the_student_to_the_teacher(tiny_model, groups_file, tmp_path):
+    """loss=embed_mse: the first batch's loss equals the MSE of the two models' unit embeddings, and training
+    brings the student's embeddings of held-out texts closer to the teacher's."""
+    from conftest import toy_groups
+    from tiny import make_tiny_bert
+
+    from distilrank.data.records import Group
+    from distilrank.training.embedding import EmbeddingDistillTask
+    from distilrank.training.run import run_training
+
+    teacher = _bi_folder(make_tiny_bert(tmp_path / "t-src", seed=7), tmp_path / "teacher")
+    held_out = [t for g in toy_groups(n=10, seed=9) for t in (g["query"], g["positive"], *g["negatives"])]
+    t_vec = BiEncoder.from_pretrained(str(teacher)).encode(held_out)
+
+    def mean_cos(model: Path | str) -> float:
+        return float((BiEncoder.from_pretrained(str(model)).encode(held_out) * t_vec).sum(-1).mean())
+
+    student = BiEncoder.from_pretrained(str(tiny_model)).eval()
+    task = EmbeddingDistillTask(student, BiEncoder.from_pretrained(str(teacher)).eval(), group_size=2)
+    rows = toy_groups(n=3)
+    examples = [Group(r["query"], r["positive"], tuple(r["negatives"])) for r in rows]
+    texts = [t for r in rows for t in (r["query"], r["positive"], r["negatives"][0])]  # group_size 2: 2 documents
+    batch = task.collate(examples)
+    want = ((student.encode(texts) - BiEncoder.from_pretrained(str(teacher)).encode(texts)) ** 2).mean()
+    assert task.loss(student, batch).item() == pytest.approx(float(want), rel=1e-4)
+
+    before = mean_cos(tiny_model)
+    cfg = TrainConfig(train_file=str(groups_file), model=str(tiny_model), teacher=str(teacher),
+                      output_dir=str(tmp_path / "run"), loss="embed_mse", max_steps=40, batch_size=8, group_size=4,
+                      learning_rate=3e-3, warmup_ratio=0.0, log_steps=5, seed=0)
+    metrics = run_training(cfg)
+    logged = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert metrics["train"]["steps"] == 40 and logged[-1]["loss"] < 0.5 * logged[0]["loss"]
+    after = mean_cos(tmp_path / "run" / "model")
+    assert after > before + 0.2 and after > 0.8, (before, after)
+    assert is_bi_encoder_checkpoint(tmp_path / "run" / "model")
+
+
+def test_embedding_distillation_bad_settings(tiny_model, groups_file, tmp_path):
+    from tiny import make_tiny_bert
+
+    from distilrank.cli import main
+    from distilrank.training.run import run_training
+
+    with pytest.raises(ConfigError, match="embed_mse needs teacher="):
+        TrainConfig(train_file=str(groups_file), loss="embed_mse")
+    with pytest.raises(ConfigError, match="teacher applies to task=qa"):
+        TrainConfig(train_file=str(groups_file), loss="kl", teacher=str(tiny_model))
+    with pytest.raises(ConfigError, match="trains a bi-encoder"):
+        TrainConfig(train_file=str(groups_file), loss="embed_mse", teacher=str(tiny_model), encoder="cross")
+    base = dict(train_file=str(groups_file), model=str(tiny_model), loss="embed_mse", max_steps=1)
+    # a cross-encoder folder is not scored through its embeddings without being asked to
+    with pytest.raises(ConfigError, match="cross_encoder model; loss=embed_mse learns the embeddings of a bi-encoder"):
+        run_training(TrainConfig(**base, teacher=str(tiny_model), output_dir=str(tmp_path / "a")))
+    wide = tmp_path / "wide"
+    make_tiny_bert(wide)
+    import transformers
+
+    cfg = transformers.BertConfig.from_pretrained(wide)
+    cfg.hidden_size, cfg.intermediate_size = 48, 96
+    transformers.BertModel(cfg).save_pretrained(wide)
+    with pytest.raises(ConfigError, match="48 dimensions and the student's 32"):
+        run_training(TrainConfig(**base, teacher=str(_bi_folder(wide, tmp_path / "wide-bi")),
+                                 output_dir=str(tmp_path / "b")))
+    assert not (tmp_path / "a" / "model").exists() and not (tmp_path / "b" / "model").exists()
+    assert main(["train", f"train_file={groups_file}", "loss=embed_mse"]) == 2

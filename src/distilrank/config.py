@@ -22,7 +22,10 @@ DEFAULT_MODEL = "packaged:all-MiniLM-L6-v2"  # resolved by distilrank.models.res
 
 # learning-to-rank losses over each query's list (distilrank.losses.ltr): graded labels, teacher scores or rankings
 LTR_LOSSES = ("ranknet", "listnet", "plistmle", "lambdaloss", "adr_mse")
-LOSSES = ("bce", "pairwise", "listwise", "margin_mse", "logit_mse", "kl", "triplet", "mnrl", *LTR_LOSSES)
+LOSSES = ("bce", "pairwise", "listwise", "margin_mse", "logit_mse", "kl", "triplet", "mnrl", "embed_mse",
+          *LTR_LOSSES)
+# a bi-encoder whose embeddings regress on a teacher bi-encoder's (texts only: no labels are read)
+EMBED_DISTILL = "embed_mse"
 # what an LTR loss reads the training targets as; "": labels for binary groups, scores for teacher scores
 LTR_TARGETS = ("", "labels", "scores", "ranks")
 # losses that train a bi-encoder (query and passage embedded apart) instead of a cross-encoder
@@ -82,9 +85,13 @@ def _check_task(cfg: Any) -> None:
     _check(cfg.prompt_method in PROMPT_METHODS, f"prompt_method must be one of {PROMPT_METHODS}, got {cfg.prompt_method!r}")
     _check(0 <= cfg.prompt_tokens <= 256, f"prompt_tokens must be in [0, 256], got {cfg.prompt_tokens}")
     head = cfg.task in ("nli", "qa")
-    _check(head or not (cfg.prompt_tokens or cfg.freeze_backbone or cfg.teacher),
-           "prompt_tokens, freeze_backbone and teacher apply to task=nli or task=qa")
-    _check(not cfg.teacher or cfg.task == "qa", "teacher (start/end logit distillation) applies to task=qa")
+    embed = cfg.loss == EMBED_DISTILL
+    _check(head or not (cfg.prompt_tokens or cfg.freeze_backbone), "prompt_tokens and freeze_backbone apply to "
+           "task=nli or task=qa")
+    _check(not cfg.teacher or cfg.task == "qa" or embed, "teacher applies to task=qa (start/end logit "
+           f"distillation) and loss={EMBED_DISTILL} (a bi-encoder teacher's embeddings)")
+    _check(not embed or (bool(cfg.teacher) and cfg.task == "rerank"), f"loss={EMBED_DISTILL} needs teacher=: the "
+           "bi-encoder folder whose embeddings the student learns")
     _check(cfg.doc_stride >= 0 and cfg.n_best >= 1 and cfg.max_answer_length >= 1 and cfg.eval_max_examples >= 0,
            "doc_stride and eval_max_examples must be >= 0, n_best and max_answer_length >= 1")
     _check(cfg.doc_stride < cfg.max_length // 2, f"doc_stride {cfg.doc_stride} must be below max_length / 2")
@@ -142,7 +149,9 @@ class TrainConfig:
     doc_stride: int = 0  # qa: tokens shared by neighbouring windows of a long context; 0: max_length // 4
     max_answer_length: int = 30  # qa: longest answer, in tokens
     n_best: int = 20  # qa: start and end candidates per window in answer post-processing
-    teacher: str = ""  # qa: a QA model whose start/end logits are distilled (KL at `temperature`)
+    # qa: a QA model whose start/end logits are distilled (KL at `temperature`); loss=embed_mse: the bi-encoder
+    # whose embeddings of the training texts (queries and documents) the student's learn
+    teacher: str = ""
     alpha_kd: float = 0.5  # qa with a teacher: weight of the KL term; 1 - alpha_kd weighs the gold-span loss
     eval_max_examples: int = 0  # nli/qa: evaluate on the first N examples of eval_data (0: all)
     # bi-encoders (loss=triplet or mnrl): `margin` is the triplet margin over `distance`
@@ -160,7 +169,7 @@ class TrainConfig:
     @property
     def bi_encoder(self) -> bool:
         """Whether this run trains a bi-encoder."""
-        return self.encoder == "bi" or (not self.encoder and self.loss in EMBEDDING_LOSSES)
+        return self.encoder == "bi" or (not self.encoder and self.loss in (*EMBEDDING_LOSSES, EMBED_DISTILL))
 
     def __post_init__(self) -> None:
         _check(bool(self.train_file), "train_file is required: a jsonl/tsv training file or hub name")
@@ -173,7 +182,7 @@ class TrainConfig:
         _check(self.max_steps >= 0, f"max_steps must be >= 0, got {self.max_steps}")
         _check(self.max_steps > 0 or self.epochs > 0, "set max_steps > 0 or epochs > 0")
         # bce and logit_mse are pointwise: a "group" of one document is a plain pair
-        _check(self.group_size >= 2 or self.loss in ("bce", "logit_mse"),
+        _check(self.group_size >= 2 or self.loss in ("bce", "logit_mse", EMBED_DISTILL),
                f"group_size must be >= 2 for loss {self.loss!r} (it compares documents within a group)")
         _check(self.group_size >= 1, f"group_size must be >= 1, got {self.group_size}")
         _check(8 <= self.max_length <= 8192, f"max_length must be in [8, 8192], got {self.max_length}")
@@ -200,11 +209,11 @@ class TrainConfig:
 
 def _check_encoder(encoder: str, loss: str, task: str = "rerank") -> None:
     _check(encoder in ENCODERS, f"encoder must be 'cross', 'bi' or empty (the loss decides), got {encoder!r}")
-    _check(encoder != "cross" or loss not in EMBEDDING_LOSSES,
+    _check(encoder != "cross" or loss not in (*EMBEDDING_LOSSES, EMBED_DISTILL),
            f"loss={loss} trains a bi-encoder; drop encoder=cross, or pick a cross-encoder loss (listwise, bce, ...)")
-    _check(encoder != "bi" or loss in EMBEDDING_LOSSES + SOFT_LOSSES + LTR_LOSSES,
-           f"a bi-encoder trains with loss mnrl or triplet (binary labels), or kl, margin_mse, logit_mse or an LTR "
-           f"loss (a teacher's soft labels), not {loss!r}")
+    _check(encoder != "bi" or loss in (*EMBEDDING_LOSSES, *SOFT_LOSSES, *LTR_LOSSES, EMBED_DISTILL),
+           f"a bi-encoder trains with loss mnrl or triplet (binary labels), kl, margin_mse, logit_mse or an LTR "
+           f"loss (a teacher's soft labels), or {EMBED_DISTILL} (a teacher's embeddings), not {loss!r}")
     _check(not encoder or task == "rerank", f"encoder={encoder} applies to rerankers, not task={task}")
 
 

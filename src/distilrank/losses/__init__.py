@@ -1,7 +1,7 @@
 """Losses: pure tensor functions (scores and targets in, scalar tensor out)."""
 
 from distilrank.losses.distill import hidden_cosine, kd_kl, listwise_kl, logit_mse, mlm_ce
-from distilrank.losses.embedding import multiple_negatives_ranking, triplet_margin
+from distilrank.losses.embedding import embedding_mse, multiple_negatives_ranking, triplet_margin
 from distilrank.losses.ltr import adr_mse, lambda_loss, listnet, plistmle, ranknet
 from distilrank.losses.ranking import (
     listwise_softmax_ce,
@@ -12,6 +12,7 @@ from distilrank.losses.ranking import (
 
 __all__ = [
     "adr_mse",
+    "embedding_mse",
     "hidden_cosine",
     "kd_kl",
     "lambda_loss",

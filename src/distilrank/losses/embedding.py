@@ -69,3 +69,24 @@ def multiple_negatives_ranking(queries: Tensor, positives: Tensor, negatives: Te
     sims = F.normalize(queries, dim=-1) @ F.normalize(docs, dim=-1).T  # (B, B + B*N)
     labels = torch.arange(len(queries), device=queries.device)
     return F.cross_entropy(scale * sims, labels)
+
+
+def embedding_mse(student: Tensor, teacher: Tensor) -> Tensor:
+    """Embedding distillation: mean squared error between student and teacher embeddings of the same texts.
+
+    Args:
+        student: ``(T, D)`` the student's embeddings of ``T`` texts.
+        teacher: ``(T, D)`` the teacher's embeddings of the same texts (a target: no gradient flows into it).
+
+    The mean is over every element, as sentence-transformers' ``MSELoss`` takes it (Reimers & Gurevych, 2020,
+    "Making Monolingual Sentence Embeddings Multilingual using Knowledge Distillation"; the same loss shrinks a
+    bi-encoder to fewer layers in its model-distillation example). On unit vectors it is ``(2 - 2 cos) / D``.
+
+    Example:
+        >>> embedding_mse(torch.tensor([[1.0, 0.0]]), torch.tensor([[0.0, 1.0]]))  # ((1-0)^2 + (0-1)^2) / 2
+        tensor(1.)
+    """
+    if student.shape != teacher.shape:
+        raise ValueError(f"student embeddings {tuple(student.shape)} and teacher embeddings {tuple(teacher.shape)} "
+                         "differ in shape")
+    return F.mse_loss(student, teacher.detach())

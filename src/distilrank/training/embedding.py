@@ -24,10 +24,10 @@ import torch.nn.functional as F
 from accelerate.utils import set_seed
 from torch import Tensor
 
-from distilrank.config import EMBEDDING_LOSSES, LTR_LOSSES, SOFT_LOSSES, TrainConfig
+from distilrank.config import EMBED_DISTILL, EMBEDDING_LOSSES, LTR_LOSSES, SOFT_LOSSES, TrainConfig
 from distilrank.data.records import Group, SoftGroup
 from distilrank.errors import ConfigError
-from distilrank.losses.embedding import multiple_negatives_ranking, triplet_margin
+from distilrank.losses.embedding import embedding_mse, multiple_negatives_ranking, triplet_margin
 from distilrank.models.bi_encoder import BiEncoder
 from distilrank.training.tasks import SoftLabelTask
 
@@ -122,6 +122,69 @@ class EmbeddingSoftLabelTask(SoftLabelTask):
         return self.soft_loss(scores, batch)
 
 
+@dataclass
+class EmbeddingDistillTask:
+    """A bi-encoder whose embeddings of the training texts regress on a teacher bi-encoder's (``loss=embed_mse``).
+
+    Each record brings its query and its first ``group_size`` documents (groups, triplets or a teacher's soft
+    labels: only the texts are read). Both embeddings are unit vectors, as the two models score by cosine; each
+    model reads the texts through its own tokenizer, so the teacher may have another vocabulary, not another
+    embedding size. The recipe of sentence-transformers' model-distillation example (``MSELoss``), which
+    shrinks a bi-encoder to fewer layers.
+    """
+
+    model: BiEncoder
+    teacher: BiEncoder
+    group_size: int = 8
+    max_length: int = 128
+
+    def check(self, examples: Sequence[Any]) -> None:
+        if not examples:
+            raise ConfigError("the training file holds no examples")
+        if not all(isinstance(e, Group | SoftGroup) for e in examples):
+            raise ConfigError(f"loss={EMBED_DISTILL} reads the texts of groups, triplets or soft labels "
+                              f"{{query, documents}}; this file holds {type(examples[0]).__name__} records")
+        if self.teacher.dim != self.model.dim:
+            raise ConfigError(f"the teacher's embeddings have {self.teacher.dim} dimensions and the student's "
+                              f"{self.model.dim}: {EMBED_DISTILL} needs the same size (build the student from the "
+                              "teacher's layers, e.g. distilrank distill-mlm)")
+
+    def texts(self, example: Group | SoftGroup) -> list[str]:
+        return [example.query, *example.documents[: self.group_size]]
+
+    def lengths(self, examples: Sequence[Any]) -> list[int]:
+        """Padded width each record brings to a batch: its longest text in the student's tokens."""
+        out = []
+        for e in examples:
+            ids = self.model.tokenizer(self.texts(e), truncation=True, max_length=self.max_length)["input_ids"]
+            out.append(max(len(x) for x in ids))
+        return out
+
+    def collate(self, examples: Sequence[Any]) -> dict[str, Any]:
+        texts = [t for e in examples for t in self.texts(e)]
+        return {"student": self.model.tokenize(texts, self.max_length),
+                "teacher": self.teacher.tokenize(texts, self.max_length)}
+
+    def loss(self, model: Any, batch: dict[str, Any]) -> Tensor:
+        with torch.no_grad():
+            target = F.normalize(self.teacher(**batch["teacher"]), dim=-1)  # (T, D)
+        return embedding_mse(F.normalize(model(**batch["student"]), dim=-1), target)
+
+
+def load_embedding_teacher(cfg: TrainConfig, device: torch.device) -> BiEncoder:
+    """The teacher of ``loss=embed_mse``: a bi-encoder folder, frozen, on the training device."""
+    from distilrank.models.kind import ModelKind, detect_model_kind
+
+    kind = detect_model_kind(cfg.teacher)
+    if kind not in (ModelKind.BI_ENCODER, ModelKind.ST_BI_ENCODER):
+        raise ConfigError(f"teacher '{cfg.teacher}' is a {kind.value} model; loss={EMBED_DISTILL} learns the "
+                          "embeddings of a bi-encoder (a sentence-transformers embedding model or a folder that "
+                          "distilrank train saved as a bi-encoder)")
+    teacher = BiEncoder.from_pretrained(cfg.teacher, max_length=cfg.max_length)
+    teacher.eval().requires_grad_(False)
+    return teacher.to(device)
+
+
 def load_bi_encoder(cfg: TrainConfig) -> BiEncoder:
     from distilrank.models.cross_encoder import keep_first_layers
 
@@ -143,8 +206,11 @@ def run_bi_encoder_training(cfg: TrainConfig, on_step: Callable[[int], None] | N
     examples = list(examples) if examples is not None else read_examples(cfg.train_file)
     set_seed(cfg.seed)
     model = load_bi_encoder(cfg)
-    task: EmbeddingTask | EmbeddingSoftLabelTask
-    if examples and isinstance(examples[0], SoftGroup):
+    task: EmbeddingTask | EmbeddingSoftLabelTask | EmbeddingDistillTask
+    if cfg.loss == EMBED_DISTILL:
+        task = EmbeddingDistillTask(model, load_embedding_teacher(cfg, accelerator.device), cfg.group_size,
+                                    cfg.max_length)
+    elif examples and isinstance(examples[0], SoftGroup):
         task = EmbeddingSoftLabelTask(model, cfg.loss, cfg.group_size, cfg.max_length, cfg.temperature,  # type: ignore[arg-type]
                                       cfg.targets, cfg.lambda_scheme, scale=cfg.scale)
     else:
@@ -155,6 +221,6 @@ def run_bi_encoder_training(cfg: TrainConfig, on_step: Callable[[int], None] | N
         raise ConfigError(f"{cfg.train_file}: {exc}") from None
     if isinstance(task, EmbeddingSoftLabelTask):
         examples = task.prepare(examples, cfg.seed)
-    else:
+    elif isinstance(task, EmbeddingTask):
         examples = shuffle_negatives(examples, cfg.seed)
     return train_and_save(cfg, model, task, examples, accelerator, on_step, {}, system="bi-encoder")
