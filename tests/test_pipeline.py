@@ -143,7 +143,10 @@ def _stage_lines(out: str) -> dict[str, str]:
 
 def test_run_skip_rerun_and_resume(tmp_path: Path, tiny_beir: Path, tiny_model: Path,
                                    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
-    path = write_pipeline(tmp_path, tiny_beir, tiny_model)
+    import shutil
+
+    beir = shutil.copytree(tiny_beir, tmp_path / "beir")  # this test changes its data
+    path = write_pipeline(tmp_path, beir, tiny_model)
     run = tmp_path / "run"
     summary = run_pipeline(load_plan(path))
     state = read_state(load_plan(path))
@@ -164,7 +167,7 @@ def test_run_skip_rerun_and_resume(tmp_path: Path, tiny_beir: Path, tiny_model: 
     assert all(line.endswith("skipped (done)") for line in lines.values()) and len(lines) == 4
     assert (run / "trained" / "model").stat().st_mtime_ns == model_time
 
-    import shutil
+    import os
 
     from distilrank.pipeline.run import plan_steps
 
@@ -175,6 +178,17 @@ def test_run_skip_rerun_and_resume(tmp_path: Path, tiny_beir: Path, tiny_model: 
         ("bm25", "mined", "trained", "scored"), "skip")
     plan = load_plan(path, [f"output_dir={moved}", "seed=8"])
     assert [s.action for s in plan_steps(plan, read_state(plan))] == ["skip", "run", "run", "run"]
+    corpus = beir / "corpus.jsonl"
+    for f in beir.iterdir():  # the data provisioned again: new modification times, the same bytes
+        os.utime(f, ns=(f.stat().st_atime_ns, f.stat().st_mtime_ns + 10**12))
+    plan = load_plan(path, [f"output_dir={moved}"])
+    assert [s.action for s in plan_steps(plan, read_state(plan))] == ["skip"] * 4
+    original = corpus.read_bytes()
+    corpus.write_bytes(original.replace(b"a", b"e", 1))  # other bytes, the same size: every stage reads the data
+    assert corpus.stat().st_size == len(original)
+    assert [s.action for s in plan_steps(plan, read_state(plan))] == ["run"] * 4
+    corpus.write_bytes(original)
+    os.utime(corpus, ns=(corpus.stat().st_atime_ns, corpus.stat().st_mtime_ns + 2 * 10**12))  # not the edit's time
 
     run_pipeline(load_plan(path, ["steps=3"]))  # train changed: it and what reads it run, the rest is skipped
     lines = _stage_lines(capsys.readouterr().out)

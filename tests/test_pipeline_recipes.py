@@ -42,7 +42,12 @@ def test_recipe_contract(name: str, tmp_path: Path) -> None:
     distill = plan.stage("distill")
     assert distill.command == "distill-mlm" and len(distill.config.layers) <= 3
     assert distill.config.teacher == teacher.outputs["model"]  # the student is built from the teacher's layers
-    assert student.config.model == distill.outputs["model"] and student.config.encoder == "bi"
+    start = student.config.model  # the distilled model, or a train stage on top of it (embedding distillation)
+    made = {s.outputs.get("model"): s for s in plan.stages if s.command == "train"}
+    while start in made and start != distill.outputs["model"]:
+        assert made[start].config.teacher in ("", teacher.outputs["model"])  # any teacher is the recipe's teacher
+        start = made[start].config.model
+    assert start == distill.outputs["model"] and student.config.encoder == "bi"
     labels = plan.stage("labels")
     assert labels.config.teacher == teacher.outputs["model"] and student.config.train_file == labels.config.output
     evals = {s.name: s.config for s in plan.stages if s.command == "eval"}

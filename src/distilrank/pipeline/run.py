@@ -1,8 +1,8 @@
 """Run a plan: skip finished stages, resume unfinished ones, record every stage in ``pipeline.json``.
 
 A stage is done when ``pipeline.json`` says so with the same fingerprint: a hash of its command,
-its resolved settings, the fingerprints of the stages it reads from and the size and time of the
-files it reads from outside the run folder. A changed fingerprint reruns the stage, and every stage
+its resolved settings, the fingerprints of the stages it reads from and the size and content hash
+(sha256) of the files it reads from outside the run folder (a folder: its top-level files). A changed fingerprint reruns the stage, and every stage
 that reads from a stage that runs is run again too. An unfinished stage (killed or failed) starts
 again in a cleared folder, except that ``train`` and ``distill-mlm`` continue from their last
 checkpoint and ``label`` from its partial file when their fingerprint has not changed.
@@ -43,8 +43,24 @@ class Step:
     fingerprint: str
 
 
+_DIGESTS: dict[tuple[str, int, int], str] = {}
+
+
+def _digest(path: Path) -> str:
+    """sha256 of a file's bytes, computed once per process for a given (path, size, modification time)."""
+    st = path.stat()
+    key = (str(path.resolve()), st.st_size, st.st_mtime_ns)
+    if key not in _DIGESTS:
+        with path.open("rb") as f:
+            _DIGESTS[key] = hashlib.file_digest(f, "sha256").hexdigest()[:32]
+    return _DIGESTS[key]
+
+
 def _stamp(value: str, run_dir: Path) -> Any:
-    """Size and modification time of a file (or of a folder's top-level files) outside the run folder."""
+    """Size and content hash of a file (or of a folder's top-level files) outside the run folder.
+
+    Content, not modification time: data copied to another machine or provisioned again keeps its stages.
+    """
     if not value or "\n" in value or "," in value:
         return None
     path = Path(value).expanduser()
@@ -52,9 +68,9 @@ def _stamp(value: str, run_dir: Path) -> Any:
         if not path.exists() or path.resolve().is_relative_to(run_dir.resolve()):
             return None
         if path.is_file():
-            st = path.stat()
-            return [st.st_size, st.st_mtime_ns]
-        return sorted([p.name, p.stat().st_size, p.stat().st_mtime_ns] for p in path.iterdir() if p.is_file())[:200]
+            return [path.stat().st_size, _digest(path)]
+        files = sorted(p for p in path.iterdir() if p.is_file())[:200]
+        return [[p.name, p.stat().st_size, _digest(p)] for p in files]
     except OSError:
         return None
 
