@@ -174,8 +174,19 @@ def test_embedding_distillation_moves_the_student_to_the_teacher(tiny_model, gro
     examples = [Group(r["query"], r["positive"], tuple(r["negatives"])) for r in rows]
     texts = [t for r in rows for t in (r["query"], r["positive"], r["negatives"][0])]  # group_size 2: 2 documents
     batch = task.collate(examples)
-    want = ((student.encode(texts) - BiEncoder.from_pretrained(str(teacher)).encode(texts)) ** 2).mean()
-    assert task.loss(student, batch).item() == pytest.approx(float(want), rel=1e-4)
+    t_texts = BiEncoder.from_pretrained(str(teacher)).encode(texts)
+    want = ((student.encode(texts) - t_texts) ** 2).mean()
+    ours = task.loss(student, batch).item()
+    assert ours == pytest.approx(float(want), rel=1e-4)
+    from sentence_transformers import SentenceTransformer
+    from sentence_transformers.sentence_transformer.losses import MSELoss
+
+    student.save_pretrained(tmp_path / "student-st")
+    st_model = SentenceTransformer(str(tmp_path / "student-st"), device="cpu").eval()  # its own loss, on its own tokenization
+    features = st_model.tokenize(texts)
+    with torch.no_grad():
+        st_loss = MSELoss(st_model)([features], torch.tensor(t_texts)).item()
+    assert ours == pytest.approx(st_loss, rel=1e-4)
 
     before = mean_cos(tiny_model)
     cfg = TrainConfig(train_file=str(groups_file), model=str(tiny_model), teacher=str(teacher),
