@@ -162,19 +162,20 @@ def test_embedding_distillation_moves_the_student_to_the_teacher(tiny_model, gro
     from distilrank.training.run import run_training
 
     teacher = _bi_folder(make_tiny_bert(tmp_path / "t-src", seed=7), tmp_path / "teacher")
+    t_model = BiEncoder.from_pretrained(str(teacher)).eval()
     held_out = [t for g in toy_groups(n=10, seed=9) for t in (g["query"], g["positive"], *g["negatives"])]
-    t_vec = BiEncoder.from_pretrained(str(teacher)).encode(held_out)
+    t_vec = t_model.encode(held_out)
 
     def mean_cos(model: Path | str) -> float:
         return float((BiEncoder.from_pretrained(str(model)).encode(held_out) * t_vec).sum(-1).mean())
 
     student = BiEncoder.from_pretrained(str(tiny_model)).eval()
-    task = EmbeddingDistillTask(student, BiEncoder.from_pretrained(str(teacher)).eval(), group_size=2)
+    task = EmbeddingDistillTask(student, t_model, group_size=2)
     rows = toy_groups(n=3)
     examples = [Group(r["query"], r["positive"], tuple(r["negatives"])) for r in rows]
     texts = [t for r in rows for t in (r["query"], r["positive"], r["negatives"][0])]  # group_size 2: 2 documents
     batch = task.collate(examples)
-    t_texts = BiEncoder.from_pretrained(str(teacher)).encode(texts)
+    t_texts = t_model.encode(texts)
     want = ((student.encode(texts) - t_texts) ** 2).mean()
     ours = task.loss(student, batch).item()
     assert ours == pytest.approx(float(want), rel=1e-4)

@@ -22,14 +22,16 @@ DEFAULT_MODEL = "packaged:all-MiniLM-L6-v2"  # resolved by distilrank.models.res
 
 # learning-to-rank losses over each query's list (distilrank.losses.ltr): graded labels, teacher scores or rankings
 LTR_LOSSES = ("ranknet", "listnet", "plistmle", "lambdaloss", "adr_mse")
-LOSSES = ("bce", "pairwise", "listwise", "margin_mse", "logit_mse", "kl", "triplet", "mnrl", "embed_mse",
-          *LTR_LOSSES)
 # a bi-encoder whose embeddings regress on a teacher bi-encoder's (texts only: no labels are read)
 EMBED_DISTILL = "embed_mse"
+LOSSES = ("bce", "pairwise", "listwise", "margin_mse", "logit_mse", "kl", "triplet", "mnrl", EMBED_DISTILL,
+          *LTR_LOSSES)
 # what an LTR loss reads the training targets as; "": labels for binary groups, scores for teacher scores
 LTR_TARGETS = ("", "labels", "scores", "ranks")
 # losses that train a bi-encoder (query and passage embedded apart) instead of a cross-encoder
 EMBEDDING_LOSSES = ("triplet", "mnrl")
+# losses only a bi-encoder trains (binary labels, or a teacher's embeddings)
+BI_ONLY_LOSSES = (*EMBEDDING_LOSSES, EMBED_DISTILL)
 # losses that learn from a teacher's soft labels (scores or [false, true] logits), not from binary relevance
 SOFT_LOSSES = ("margin_mse", "logit_mse", "kl")
 # the kind of reranker trained: "" lets the loss decide (EMBEDDING_LOSSES: a bi-encoder, any other: a cross-encoder)
@@ -169,7 +171,7 @@ class TrainConfig:
     @property
     def bi_encoder(self) -> bool:
         """Whether this run trains a bi-encoder."""
-        return self.encoder == "bi" or (not self.encoder and self.loss in (*EMBEDDING_LOSSES, EMBED_DISTILL))
+        return self.encoder == "bi" or (not self.encoder and self.loss in BI_ONLY_LOSSES)
 
     def __post_init__(self) -> None:
         _check(bool(self.train_file), "train_file is required: a jsonl/tsv training file or hub name")
@@ -209,9 +211,9 @@ class TrainConfig:
 
 def _check_encoder(encoder: str, loss: str, task: str = "rerank") -> None:
     _check(encoder in ENCODERS, f"encoder must be 'cross', 'bi' or empty (the loss decides), got {encoder!r}")
-    _check(encoder != "cross" or loss not in (*EMBEDDING_LOSSES, EMBED_DISTILL),
+    _check(encoder != "cross" or loss not in BI_ONLY_LOSSES,
            f"loss={loss} trains a bi-encoder; drop encoder=cross, or pick a cross-encoder loss (listwise, bce, ...)")
-    _check(encoder != "bi" or loss in (*EMBEDDING_LOSSES, *SOFT_LOSSES, *LTR_LOSSES, EMBED_DISTILL),
+    _check(encoder != "bi" or loss in (*BI_ONLY_LOSSES, *SOFT_LOSSES, *LTR_LOSSES),
            f"a bi-encoder trains with loss mnrl or triplet (binary labels), kl, margin_mse, logit_mse or an LTR "
            f"loss (a teacher's soft labels), or {EMBED_DISTILL} (a teacher's embeddings), not {loss!r}")
     _check(not encoder or task == "rerank", f"encoder={encoder} applies to rerankers, not task={task}")

@@ -15,7 +15,7 @@ retriever=dense`` uses as a first stage.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -32,6 +32,12 @@ from distilrank.models.bi_encoder import BiEncoder
 from distilrank.training.tasks import SoftLabelTask
 
 logger = logging.getLogger(__name__)
+
+
+def longest_in_tokens(model: BiEncoder, texts_per_example: Iterable[list[str]], max_length: int) -> list[int]:
+    """Each example's longest text in ``model``'s tokens (truncated at ``max_length``): its padded batch width."""
+    return [max(len(ids) for ids in model.tokenizer(texts, truncation=True, max_length=max_length)["input_ids"])
+            for texts in texts_per_example]
 
 
 @dataclass
@@ -62,12 +68,8 @@ class EmbeddingTask:
 
     def lengths(self, examples: Sequence[Group]) -> list[int]:
         """Padded width each group brings to a batch: its longest text in tokens."""
-        out = []
-        for g in examples:
-            texts = [g.query, *g.documents[: self.group_size]]
-            ids = self.model.tokenizer(texts, truncation=True, max_length=self.max_length)["input_ids"]
-            out.append(max(len(x) for x in ids))
-        return out
+        return longest_in_tokens(self.model, ([g.query, *g.documents[: self.group_size]] for g in examples),
+                                 self.max_length)
 
     def collate(self, examples: Sequence[Group]) -> dict[str, Any]:
         size = min(min(self.group_size, len(g.documents)) for g in examples)
@@ -103,11 +105,7 @@ class EmbeddingSoftLabelTask(SoftLabelTask):
 
     def lengths(self, examples: Sequence[SoftGroup]) -> list[int]:
         """Padded width each sub-group brings to a batch: its longest text (query or document) in tokens."""
-        out = []
-        for g in examples:
-            ids = self.model.tokenizer([g.query, *g.documents], truncation=True, max_length=self.max_length)
-            out.append(max(len(x) for x in ids["input_ids"]))
-        return out
+        return longest_in_tokens(self.model, ([g.query, *g.documents] for g in examples), self.max_length)
 
     def collate(self, examples: Sequence[SoftGroup]) -> dict[str, Any]:
         owner = [i for i, g in enumerate(examples) for _ in g.documents]
@@ -154,11 +152,7 @@ class EmbeddingDistillTask:
 
     def lengths(self, examples: Sequence[Any]) -> list[int]:
         """Padded width each record brings to a batch: its longest text in the student's tokens."""
-        out = []
-        for e in examples:
-            ids = self.model.tokenizer(self.texts(e), truncation=True, max_length=self.max_length)["input_ids"]
-            out.append(max(len(x) for x in ids))
-        return out
+        return longest_in_tokens(self.model, (self.texts(e) for e in examples), self.max_length)
 
     def collate(self, examples: Sequence[Any]) -> dict[str, Any]:
         texts = [t for e in examples for t in self.texts(e)]
