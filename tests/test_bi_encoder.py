@@ -172,8 +172,10 @@ def test_embedding_distillation_moves_the_student_to_the_teacher(tiny_model, gro
     student = BiEncoder.from_pretrained(str(tiny_model)).eval()
     task = EmbeddingDistillTask(student, t_model, group_size=2)
     rows = toy_groups(n=3)
-    examples = [Group(r["query"], r["positive"], tuple(r["negatives"])) for r in rows]
-    texts = [t for r in rows for t in (r["query"], r["positive"], r["negatives"][0])]  # group_size 2: 2 documents
+    examples = task.prepare([Group(r["query"], r["positive"], tuple(r["negatives"])) for r in rows], seed=0)
+    assert [len(g.documents) for g in examples] == [2] * 6  # each group's 4 documents in two sub-groups of 2
+    assert sorted(d for g in examples[:2] for d in g.documents) == sorted([rows[0]["positive"], *rows[0]["negatives"]])
+    texts = [t for g in examples for t in (g.query, *g.documents)]
     batch = task.collate(examples)
     t_texts = t_model.encode(texts)
     want = ((student.encode(texts) - t_texts) ** 2).mean()
@@ -229,3 +231,55 @@ def test_embedding_distillation_bad_settings(tiny_model, groups_file, tmp_path):
                                  output_dir=str(tmp_path / "b")))
     assert not (tmp_path / "a" / "model").exists() and not (tmp_path / "b" / "model").exists()
     assert main(["train", f"train_file={groups_file}", "loss=embed_mse"]) == 2
+    assert main(["train", f"train_file={groups_file}", "loss=embed_kl", "group_size=1", "teacher=x"]) == 2
+
+
+def test_in_batch_distillation_equals_hand_computed_kl_and_learns_the_teacher(tiny_model, groups_file, tmp_path):
+    """loss=embed_kl: the first batch's loss is KL(teacher || student) over each query's cosines to every document
+    of the batch (computed here in numpy), a teacher of another width is accepted, and training lowers the
+    in-batch KL on held-out groups."""
+    import transformers
+    from conftest import toy_groups
+    from tiny import make_tiny_bert
+
+    from distilrank.data.records import Group
+    from distilrank.training.embedding import EmbeddingDistillTask
+    from distilrank.training.run import run_training
+
+    wide = make_tiny_bert(tmp_path / "t-src", seed=7)
+    bert = transformers.BertConfig.from_pretrained(wide)
+    bert.hidden_size, bert.intermediate_size = 48, 96
+    transformers.BertModel(bert).save_pretrained(wide)
+    teacher = _bi_folder(wide, tmp_path / "teacher")
+    t_model = BiEncoder.from_pretrained(str(teacher)).eval()
+    assert t_model.dim == 48 and BiEncoder.from_pretrained(str(tiny_model)).dim == 32
+    temperature = 0.1
+
+    def numpy_kl(student: BiEncoder, groups: list) -> float:
+        queries = [g.query for g in groups]
+        docs = [d for g in groups for d in g.documents]
+        s = student.encode(queries) @ student.encode(docs).T / temperature  # (B, N): unit vectors
+        t = t_model.encode(queries) @ t_model.encode(docs).T / temperature
+        log_q = s - s.max(1, keepdims=True) - np.log(np.exp(s - s.max(1, keepdims=True)).sum(1, keepdims=True))
+        log_p = t - t.max(1, keepdims=True) - np.log(np.exp(t - t.max(1, keepdims=True)).sum(1, keepdims=True))
+        return float((np.exp(log_p) * (log_p - log_q)).sum(1).mean() * temperature**2)
+
+    student = BiEncoder.from_pretrained(str(tiny_model)).eval()
+    task = EmbeddingDistillTask(student, t_model, "embed_kl", group_size=3, temperature=temperature)
+    rows = toy_groups(n=4)
+    groups = task.prepare([Group(r["query"], r["positive"], tuple(r["negatives"])) for r in rows], seed=0)
+    assert len(groups) == 8  # 4 documents each: two sub-groups of 2
+    batch = task.collate(groups)
+    assert int(batch["is_query"].sum()) == 8 and len(batch["is_query"]) == 8 + 16
+    assert task.loss(student, batch).item() == pytest.approx(numpy_kl(student, groups), rel=1e-4)
+
+    held_out = task.prepare([Group(r["query"], r["positive"], tuple(r["negatives"]))
+                             for r in toy_groups(n=8, seed=9)], seed=0)
+    before = numpy_kl(student, held_out)
+    cfg = TrainConfig(train_file=str(groups_file), model=str(tiny_model), teacher=str(teacher),
+                      output_dir=str(tmp_path / "run"), loss="embed_kl", temperature=temperature, max_steps=40,
+                      batch_size=8, group_size=3, learning_rate=3e-3, warmup_ratio=0.0, log_steps=5, seed=0)
+    metrics = run_training(cfg)
+    assert metrics["train"]["steps"] == 40 and is_bi_encoder_checkpoint(tmp_path / "run" / "model")
+    after = numpy_kl(BiEncoder.from_pretrained(str(tmp_path / "run" / "model")).eval(), held_out)
+    assert after < 0.5 * before, (before, after)

@@ -22,16 +22,17 @@ DEFAULT_MODEL = "packaged:all-MiniLM-L6-v2"  # resolved by distilrank.models.res
 
 # learning-to-rank losses over each query's list (distilrank.losses.ltr): graded labels, teacher scores or rankings
 LTR_LOSSES = ("ranknet", "listnet", "plistmle", "lambdaloss", "adr_mse")
-# a bi-encoder whose embeddings regress on a teacher bi-encoder's (texts only: no labels are read)
-EMBED_DISTILL = "embed_mse"
-LOSSES = ("bce", "pairwise", "listwise", "margin_mse", "logit_mse", "kl", "triplet", "mnrl", EMBED_DISTILL,
+# a bi-encoder learning a teacher bi-encoder online (texts only: no labels are read): embed_mse regresses its
+# embeddings on the teacher's; embed_kl matches each query's distribution over every passage of the batch
+EMBED_DISTILL = ("embed_mse", "embed_kl")
+LOSSES = ("bce", "pairwise", "listwise", "margin_mse", "logit_mse", "kl", "triplet", "mnrl", *EMBED_DISTILL,
           *LTR_LOSSES)
 # what an LTR loss reads the training targets as; "": labels for binary groups, scores for teacher scores
 LTR_TARGETS = ("", "labels", "scores", "ranks")
 # losses that train a bi-encoder (query and passage embedded apart) instead of a cross-encoder
 EMBEDDING_LOSSES = ("triplet", "mnrl")
 # losses only a bi-encoder trains (binary labels, or a teacher's embeddings)
-BI_ONLY_LOSSES = (*EMBEDDING_LOSSES, EMBED_DISTILL)
+BI_ONLY_LOSSES = (*EMBEDDING_LOSSES, *EMBED_DISTILL)
 # losses that learn from a teacher's soft labels (scores or [false, true] logits), not from binary relevance
 SOFT_LOSSES = ("margin_mse", "logit_mse", "kl")
 # the kind of reranker trained: "" lets the loss decide (EMBEDDING_LOSSES: a bi-encoder, any other: a cross-encoder)
@@ -87,12 +88,12 @@ def _check_task(cfg: Any) -> None:
     _check(cfg.prompt_method in PROMPT_METHODS, f"prompt_method must be one of {PROMPT_METHODS}, got {cfg.prompt_method!r}")
     _check(0 <= cfg.prompt_tokens <= 256, f"prompt_tokens must be in [0, 256], got {cfg.prompt_tokens}")
     head = cfg.task in ("nli", "qa")
-    embed = cfg.loss == EMBED_DISTILL
+    embed = cfg.loss in EMBED_DISTILL
     _check(head or not (cfg.prompt_tokens or cfg.freeze_backbone), "prompt_tokens and freeze_backbone apply to "
            "task=nli or task=qa")
     _check(not cfg.teacher or cfg.task == "qa" or embed, "teacher applies to task=qa (start/end logit "
-           f"distillation) and loss={EMBED_DISTILL} (a bi-encoder teacher's embeddings)")
-    _check(not embed or (bool(cfg.teacher) and cfg.task == "rerank"), f"loss={EMBED_DISTILL} needs teacher=: the "
+           "distillation) and loss=embed_mse or embed_kl (a bi-encoder teacher, learnt online)")
+    _check(not embed or (bool(cfg.teacher) and cfg.task == "rerank"), f"loss={cfg.loss} needs teacher=: the "
            "bi-encoder folder whose embeddings the student learns")
     _check(cfg.doc_stride >= 0 and cfg.n_best >= 1 and cfg.max_answer_length >= 1 and cfg.eval_max_examples >= 0,
            "doc_stride and eval_max_examples must be >= 0, n_best and max_answer_length >= 1")
@@ -123,7 +124,9 @@ class TrainConfig:
     weight_decay: float = 0.01
     max_grad_norm: float = 1.0
     margin: float = 1.0  # pairwise loss margin
-    temperature: float = 1.0  # kl loss: softmax temperature over each query's group (teacher and student)
+    # kl: softmax temperature over each query's group (teacher and student); embed_kl: over the query's cosines to
+    # every passage of the batch (0.05 = mnrl's scale 20)
+    temperature: float = 1.0
     num_layers: int = 0  # 0: keep all encoder layers; k: keep the first k (smaller student)
     mixed_precision: str = "no"
     num_workers: int = 0  # background processes that tokenize batches (2-4 keep a GPU busy; 0: main process)
@@ -151,8 +154,8 @@ class TrainConfig:
     doc_stride: int = 0  # qa: tokens shared by neighbouring windows of a long context; 0: max_length // 4
     max_answer_length: int = 30  # qa: longest answer, in tokens
     n_best: int = 20  # qa: start and end candidates per window in answer post-processing
-    # qa: a QA model whose start/end logits are distilled (KL at `temperature`); loss=embed_mse: the bi-encoder
-    # whose embeddings of the training texts (queries and documents) the student's learn
+    # qa: a QA model whose start/end logits are distilled (KL at `temperature`); loss=embed_mse or embed_kl: the
+    # bi-encoder whose embeddings (mse) or in-batch query-passage similarities (kl) of the training texts the student learns
     teacher: str = ""
     alpha_kd: float = 0.5  # qa with a teacher: weight of the KL term; 1 - alpha_kd weighs the gold-span loss
     eval_max_examples: int = 0  # nli/qa: evaluate on the first N examples of eval_data (0: all)
@@ -184,7 +187,7 @@ class TrainConfig:
         _check(self.max_steps >= 0, f"max_steps must be >= 0, got {self.max_steps}")
         _check(self.max_steps > 0 or self.epochs > 0, "set max_steps > 0 or epochs > 0")
         # bce and logit_mse are pointwise: a "group" of one document is a plain pair
-        _check(self.group_size >= 2 or self.loss in ("bce", "logit_mse", EMBED_DISTILL),
+        _check(self.group_size >= 2 or self.loss in ("bce", "logit_mse", "embed_mse"),
                f"group_size must be >= 2 for loss {self.loss!r} (it compares documents within a group)")
         _check(self.group_size >= 1, f"group_size must be >= 1, got {self.group_size}")
         _check(8 <= self.max_length <= 8192, f"max_length must be in [8, 8192], got {self.max_length}")
@@ -215,7 +218,8 @@ def _check_encoder(encoder: str, loss: str, task: str = "rerank") -> None:
            f"loss={loss} trains a bi-encoder; drop encoder=cross, or pick a cross-encoder loss (listwise, bce, ...)")
     _check(encoder != "bi" or loss in (*BI_ONLY_LOSSES, *SOFT_LOSSES, *LTR_LOSSES),
            f"a bi-encoder trains with loss mnrl or triplet (binary labels), kl, margin_mse, logit_mse or an LTR "
-           f"loss (a teacher's soft labels), or {EMBED_DISTILL} (a teacher's embeddings), not {loss!r}")
+           "loss (a teacher's soft labels), or embed_mse or embed_kl (a teacher bi-encoder, online), not "
+           f"{loss!r}")
     _check(not encoder or task == "rerank", f"encoder={encoder} applies to rerankers, not task={task}")
 
 

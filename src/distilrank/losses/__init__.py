@@ -1,7 +1,12 @@
 """Losses: pure tensor functions (scores and targets in, scalar tensor out)."""
 
 from distilrank.losses.distill import hidden_cosine, kd_kl, listwise_kl, logit_mse, mlm_ce
-from distilrank.losses.embedding import embedding_mse, multiple_negatives_ranking, triplet_margin
+from distilrank.losses.embedding import (
+    embedding_mse,
+    in_batch_kl,
+    multiple_negatives_ranking,
+    triplet_margin,
+)
 from distilrank.losses.ltr import adr_mse, lambda_loss, listnet, plistmle, ranknet
 from distilrank.losses.ranking import (
     listwise_softmax_ce,
@@ -14,6 +19,7 @@ __all__ = [
     "adr_mse",
     "embedding_mse",
     "hidden_cosine",
+    "in_batch_kl",
     "kd_kl",
     "lambda_loss",
     "listwise_kl",

@@ -27,9 +27,14 @@ from torch import Tensor
 from distilrank.config import EMBED_DISTILL, EMBEDDING_LOSSES, LTR_LOSSES, SOFT_LOSSES, TrainConfig
 from distilrank.data.records import Group, SoftGroup
 from distilrank.errors import ConfigError
-from distilrank.losses.embedding import embedding_mse, multiple_negatives_ranking, triplet_margin
+from distilrank.losses.embedding import (
+    embedding_mse,
+    in_batch_kl,
+    multiple_negatives_ranking,
+    triplet_margin,
+)
 from distilrank.models.bi_encoder import BiEncoder
-from distilrank.training.tasks import SoftLabelTask
+from distilrank.training.tasks import SoftLabelTask, split_soft_groups
 
 logger = logging.getLogger(__name__)
 
@@ -122,56 +127,76 @@ class EmbeddingSoftLabelTask(SoftLabelTask):
 
 @dataclass
 class EmbeddingDistillTask:
-    """A bi-encoder whose embeddings of the training texts regress on a teacher bi-encoder's (``loss=embed_mse``).
+    """A bi-encoder learning a teacher bi-encoder online, from the training texts alone (no labels are read).
 
-    Each record brings its query and its first ``group_size`` documents (groups, triplets or a teacher's soft
-    labels: only the texts are read). Both embeddings are unit vectors, as the two models score by cosine; each
-    model reads the texts through its own tokenizer, so the teacher may have another vocabulary, not another
-    embedding size. The recipe of sentence-transformers' model-distillation example (``MSELoss``), which
-    shrinks a bi-encoder to fewer layers.
+    ``loss_name``:
+
+    * ``embed_mse``: the student's unit embeddings of every text (queries and documents) regress on the
+      teacher's (:func:`~distilrank.losses.embedding_mse`), the recipe of sentence-transformers'
+      model-distillation example (``MSELoss``), which shrinks a bi-encoder to fewer layers. Both models must
+      embed in the same size.
+    * ``embed_kl``: each query's softmax over its cosines to *every* document of the batch (its own and the
+      other queries') matches the teacher's, at ``temperature`` (:func:`~distilrank.losses.in_batch_kl`): the
+      teacher's judgement of ``batch_size x group_size`` documents per query and step, not only of the query's
+      own ``group_size``. Any embedding sizes.
+
+    Records are groups, triplets or a teacher's soft labels (only the texts are read); each record's documents
+    are cut into sub-groups of at most ``group_size`` after a seeded shuffle (:func:`split_soft_groups`), so every
+    document is read once per epoch. Each model reads the texts through its own tokenizer, so the teacher may
+    have another vocabulary.
     """
 
     model: BiEncoder
     teacher: BiEncoder
+    loss_name: str = "embed_mse"
     group_size: int = 8
     max_length: int = 128
+    temperature: float = 0.05
 
     def check(self, examples: Sequence[Any]) -> None:
         if not examples:
             raise ConfigError("the training file holds no examples")
         if not all(isinstance(e, Group | SoftGroup) for e in examples):
-            raise ConfigError(f"loss={EMBED_DISTILL} reads the texts of groups, triplets or soft labels "
+            raise ConfigError(f"loss={self.loss_name} reads the texts of groups, triplets or soft labels "
                               f"{{query, documents}}; this file holds {type(examples[0]).__name__} records")
-        if self.teacher.dim != self.model.dim:
+        if self.loss_name == "embed_mse" and self.teacher.dim != self.model.dim:
             raise ConfigError(f"the teacher's embeddings have {self.teacher.dim} dimensions and the student's "
-                              f"{self.model.dim}: {EMBED_DISTILL} needs the same size (build the student from the "
-                              "teacher's layers, e.g. distilrank distill-mlm)")
+                              f"{self.model.dim}: embed_mse needs the same size (build the student from the "
+                              "teacher's layers, e.g. distilrank distill-mlm, or use loss=embed_kl)")
 
-    def texts(self, example: Group | SoftGroup) -> list[str]:
-        return [example.query, *example.documents[: self.group_size]]
+    def prepare(self, examples: Sequence[Group | SoftGroup], seed: int) -> list[SoftGroup]:
+        """Each record's query with sub-groups of its documents (texts only; the scores are not read)."""
+        texts = [e if isinstance(e, SoftGroup) else SoftGroup(e.query, e.documents, (0.0,) * len(e.documents))
+                 for e in examples]
+        return split_soft_groups(texts, self.group_size, seed)
 
-    def lengths(self, examples: Sequence[Any]) -> list[int]:
-        """Padded width each record brings to a batch: its longest text in the student's tokens."""
-        return longest_in_tokens(self.model, (self.texts(e) for e in examples), self.max_length)
+    def lengths(self, examples: Sequence[SoftGroup]) -> list[int]:
+        """Padded width each sub-group brings to a batch: its longest text in the student's tokens."""
+        return longest_in_tokens(self.model, ([e.query, *e.documents] for e in examples), self.max_length)
 
-    def collate(self, examples: Sequence[Any]) -> dict[str, Any]:
-        texts = [t for e in examples for t in self.texts(e)]
+    def collate(self, examples: Sequence[SoftGroup]) -> dict[str, Any]:
+        texts = [t for e in examples for t in (e.query, *e.documents)]
+        is_query = torch.tensor([k == 0 for e in examples for k in range(1 + len(e.documents))])
         return {"student": self.model.tokenize(texts, self.max_length),
-                "teacher": self.teacher.tokenize(texts, self.max_length)}
+                "teacher": self.teacher.tokenize(texts, self.max_length), "is_query": is_query}
 
     def loss(self, model: Any, batch: dict[str, Any]) -> Tensor:
         with torch.no_grad():
-            target = F.normalize(self.teacher(**batch["teacher"]), dim=-1)  # (T, D)
-        return embedding_mse(F.normalize(model(**batch["student"]), dim=-1), target)
+            target = F.normalize(self.teacher(**batch["teacher"]), dim=-1)  # (T, D')
+        student = F.normalize(model(**batch["student"]), dim=-1)  # (T, D)
+        if self.loss_name == "embed_mse":
+            return embedding_mse(student, target)
+        q = batch["is_query"].to(student.device)  # (T,): each sub-group's query, then its documents
+        return in_batch_kl(student[q], student[~q], target[q], target[~q], self.temperature)
 
 
 def load_embedding_teacher(cfg: TrainConfig, device: torch.device) -> BiEncoder:
-    """The teacher of ``loss=embed_mse``: a bi-encoder folder, frozen, on the training device."""
+    """The teacher of ``loss=embed_mse`` or ``embed_kl``: a bi-encoder folder, frozen, on the training device."""
     from distilrank.models.kind import ModelKind, detect_model_kind
 
     kind = detect_model_kind(cfg.teacher)
     if kind not in (ModelKind.BI_ENCODER, ModelKind.ST_BI_ENCODER):
-        raise ConfigError(f"teacher '{cfg.teacher}' is a {kind.value} model; loss={EMBED_DISTILL} learns the "
+        raise ConfigError(f"teacher '{cfg.teacher}' is a {kind.value} model; loss={cfg.loss} learns the "
                           "embeddings of a bi-encoder (a sentence-transformers embedding model or a folder that "
                           "distilrank train saved as a bi-encoder)")
     teacher = BiEncoder.from_pretrained(cfg.teacher, max_length=cfg.max_length)
@@ -201,9 +226,9 @@ def run_bi_encoder_training(cfg: TrainConfig, on_step: Callable[[int], None] | N
     set_seed(cfg.seed)
     model = load_bi_encoder(cfg)
     task: EmbeddingTask | EmbeddingSoftLabelTask | EmbeddingDistillTask
-    if cfg.loss == EMBED_DISTILL:
-        task = EmbeddingDistillTask(model, load_embedding_teacher(cfg, accelerator.device), cfg.group_size,
-                                    cfg.max_length)
+    if cfg.loss in EMBED_DISTILL:
+        task = EmbeddingDistillTask(model, load_embedding_teacher(cfg, accelerator.device), cfg.loss, cfg.group_size,
+                                    cfg.max_length, cfg.temperature)
     elif examples and isinstance(examples[0], SoftGroup):
         task = EmbeddingSoftLabelTask(model, cfg.loss, cfg.group_size, cfg.max_length, cfg.temperature,  # type: ignore[arg-type]
                                       cfg.targets, cfg.lambda_scheme, scale=cfg.scale)
@@ -213,7 +238,7 @@ def run_bi_encoder_training(cfg: TrainConfig, on_step: Callable[[int], None] | N
         task.check(examples)
     except ConfigError as exc:
         raise ConfigError(f"{cfg.train_file}: {exc}") from None
-    if isinstance(task, EmbeddingSoftLabelTask):
+    if isinstance(task, EmbeddingSoftLabelTask | EmbeddingDistillTask):
         examples = task.prepare(examples, cfg.seed)
     elif isinstance(task, EmbeddingTask):
         examples = shuffle_negatives(examples, cfg.seed)
