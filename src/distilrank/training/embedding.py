@@ -215,8 +215,9 @@ def load_bi_encoder(cfg: TrainConfig) -> BiEncoder:
 
 def run_bi_encoder_training(cfg: TrainConfig, on_step: Callable[[int], None] | None = None,
                             examples: Sequence[Any] | None = None) -> dict[str, Any]:
-    """Train a bi-encoder as ``cfg`` says (binary labels: ``loss`` triplet or mnrl; soft labels: kl, margin_mse
-    or logit_mse); the model goes to ``output_dir/model``."""
+    """Train a bi-encoder as ``cfg`` says (binary labels: ``loss`` triplet or mnrl; soft labels: kl, margin_mse,
+    logit_mse or an LTR loss; a teacher bi-encoder online: embed_mse or embed_kl); the model goes to
+    ``output_dir/model``."""
     from distilrank.training.loop import make_accelerator
     from distilrank.training.run import read_examples, train_and_save
     from distilrank.training.tasks import shuffle_negatives
