@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -151,6 +152,18 @@ def _bi_folder(src: Path, out: Path) -> Path:
     return out
 
 
+def _wide_bi_folder(src: Path, out: Path, **tiny: Any) -> Path:
+    """A bi-encoder of a tiny BERT 48 wide (the tiny student is 32): a teacher of another embedding size."""
+    import transformers
+    from tiny import make_tiny_bert
+
+    make_tiny_bert(src, **tiny)
+    cfg = transformers.BertConfig.from_pretrained(src)
+    cfg.hidden_size, cfg.intermediate_size = 48, 96
+    transformers.BertModel(cfg).save_pretrained(src)
+    return _bi_folder(src, out)
+
+
 def test_embedding_distillation_moves_the_student_to_the_teacher(tiny_model, groups_file, tmp_path):
     """loss=embed_mse: the first batch's loss equals the MSE of the two models' unit embeddings, and training
     brings the student's embeddings of held-out texts closer to the teacher's."""
@@ -204,7 +217,6 @@ def test_embedding_distillation_moves_the_student_to_the_teacher(tiny_model, gro
 
 
 def test_embedding_distillation_bad_settings(tiny_model, groups_file, tmp_path):
-    from tiny import make_tiny_bert
 
     from distilrank.cli import main
     from distilrank.training.run import run_training
@@ -219,15 +231,8 @@ def test_embedding_distillation_bad_settings(tiny_model, groups_file, tmp_path):
     # a cross-encoder folder is not scored through its embeddings without being asked to
     with pytest.raises(ConfigError, match="cross_encoder model; loss=embed_mse learns the embeddings of a bi-encoder"):
         run_training(TrainConfig(**base, teacher=str(tiny_model), output_dir=str(tmp_path / "a")))
-    wide = tmp_path / "wide"
-    make_tiny_bert(wide)
-    import transformers
-
-    cfg = transformers.BertConfig.from_pretrained(wide)
-    cfg.hidden_size, cfg.intermediate_size = 48, 96
-    transformers.BertModel(cfg).save_pretrained(wide)
     with pytest.raises(ConfigError, match="48 dimensions and the student's 32"):
-        run_training(TrainConfig(**base, teacher=str(_bi_folder(wide, tmp_path / "wide-bi")),
+        run_training(TrainConfig(**base, teacher=str(_wide_bi_folder(tmp_path / "wide", tmp_path / "wide-bi")),
                                  output_dir=str(tmp_path / "b")))
     assert not (tmp_path / "a" / "model").exists() and not (tmp_path / "b" / "model").exists()
     assert main(["train", f"train_file={groups_file}", "loss=embed_mse"]) == 2
@@ -238,30 +243,25 @@ def test_in_batch_distillation_equals_hand_computed_kl_and_learns_the_teacher(ti
     """loss=embed_kl: the first batch's loss is KL(teacher || student) over each query's cosines to every document
     of the batch (computed here in numpy), a teacher of another width is accepted, and training lowers the
     in-batch KL on held-out groups."""
-    import transformers
     from conftest import toy_groups
-    from tiny import make_tiny_bert
 
     from distilrank.data.records import Group
     from distilrank.training.embedding import EmbeddingDistillTask
     from distilrank.training.run import run_training
 
-    wide = make_tiny_bert(tmp_path / "t-src", seed=7)
-    bert = transformers.BertConfig.from_pretrained(wide)
-    bert.hidden_size, bert.intermediate_size = 48, 96
-    transformers.BertModel(bert).save_pretrained(wide)
-    teacher = _bi_folder(wide, tmp_path / "teacher")
+    teacher = _wide_bi_folder(tmp_path / "t-src", tmp_path / "teacher", seed=7)
     t_model = BiEncoder.from_pretrained(str(teacher)).eval()
     assert t_model.dim == 48 and BiEncoder.from_pretrained(str(tiny_model)).dim == 32
     temperature = 0.1
 
+    def log_softmax(model: BiEncoder, queries: list[str], docs: list[str]) -> np.ndarray:
+        x = model.encode(queries) @ model.encode(docs).T / temperature  # (B, N): unit vectors
+        x = x - x.max(1, keepdims=True)
+        return x - np.log(np.exp(x).sum(1, keepdims=True))
+
     def numpy_kl(student: BiEncoder, groups: list) -> float:
-        queries = [g.query for g in groups]
-        docs = [d for g in groups for d in g.documents]
-        s = student.encode(queries) @ student.encode(docs).T / temperature  # (B, N): unit vectors
-        t = t_model.encode(queries) @ t_model.encode(docs).T / temperature
-        log_q = s - s.max(1, keepdims=True) - np.log(np.exp(s - s.max(1, keepdims=True)).sum(1, keepdims=True))
-        log_p = t - t.max(1, keepdims=True) - np.log(np.exp(t - t.max(1, keepdims=True)).sum(1, keepdims=True))
+        queries, docs = [g.query for g in groups], [d for g in groups for d in g.documents]
+        log_q, log_p = log_softmax(student, queries, docs), log_softmax(t_model, queries, docs)
         return float((np.exp(log_p) * (log_p - log_q)).sum(1).mean() * temperature**2)
 
     student = BiEncoder.from_pretrained(str(tiny_model)).eval()
