@@ -2,6 +2,7 @@ import json
 import random
 
 import pytest
+from conftest import toy_groups
 
 from distilrank.config import MineConfig
 from distilrank.data.readers import read_beir, read_training_file
@@ -167,3 +168,62 @@ def test_max_positives_keeps_the_highest_grades():
         assert not negatives & {"d0", "d1", "d5", "d7"}  # an unused positive is never a negative
     with pytest.raises(ConfigError, match="max_positives"):
         MineConfig(max_positives=-1)
+
+
+def _write_jsonl(path, rows):
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    return path
+
+
+def test_given_negatives_of_a_groups_file_are_repicked_in_file_order(tmp_path):
+    """retriever=given: a query's rows merge, its candidates are its negatives in file order, positives excluded."""
+    from distilrank.cli import main
+
+    rows = [{"query": "q a", "positive": "p1", "negatives": ["n1", "p2", "n2", "n3"]},
+            {"query": "q b", "positive": "p3", "negatives": ["n4"]},
+            {"query": "q a", "positive": "p2", "negatives": ["n2", "n5"]}]  # q a's second positive; n2 repeats
+    src, out = _write_jsonl(tmp_path / "g.jsonl", rows), tmp_path / "out.jsonl"
+    assert main(["mine", f"data={src}", "retriever=given", "num_negatives=3", "sampling=top", f"output={out}"]) == 0
+    got = [(r["query"], r["positive"], r["negatives"]) for r in map(json.loads, out.read_text().splitlines())]
+    assert got == [("q a", "p1", ["n1", "n2", "n3"]), ("q a", "p2", ["n1", "n2", "n3"]), ("q b", "p3", ["n4"])]
+    rank_range = MineConfig(data=str(src), retriever="given", num_negatives=2, rank_min=3, rank_max=4, sampling="top")
+    from distilrank.mining.run import _groups_input
+
+    ds, run = _groups_input(rank_range)
+    assert [r["negatives"] for r in mine_groups(ds, rank_range, run)[0]][0] == ["n3", "n5"]  # ranks 3-4, p2 removed
+
+
+def test_given_negatives_rescored_by_a_model_with_a_margin(tiny_model, tmp_path):
+    """Rescored by a model: a negative scoring within ``absolute_margin`` of its positive is dropped (false
+    negative guard), the rest come hardest first; the expected groups are worked out from the model's scores."""
+    from distilrank.cli import main
+    from distilrank.inference.reranker import Reranker
+
+    rows = toy_groups(n=6, negatives=6, seed=3)
+    src, out = _write_jsonl(tmp_path / "g.jsonl", rows), tmp_path / "out.jsonl"
+    reranker = Reranker.load(str(tiny_model))
+    expected = []
+    for r in rows:
+        pos, *negs = reranker.score([(r["query"], t) for t in [r["positive"], *r["negatives"]]])
+        ranked = sorted(zip(r["negatives"], negs), key=lambda t: -t[1])
+        expected.append([t for t, s in ranked if s <= pos - 0.01][:3])
+    assert sum(len(e) for e in expected) < 3 * len(rows)  # the margin drops some: the check can fail
+    args = ["mine", f"data={src}", "retriever=given", f"rescore_model={tiny_model}", "absolute_margin=0.01",
+            "num_negatives=3", "sampling=top", f"output={out}"]
+    assert main(args) == 0
+    got = {r["query"]: r["negatives"] for r in map(json.loads, out.read_text().splitlines())}
+    assert got == {r["query"]: e for r, e in zip(rows, expected) if e}
+
+
+def test_given_retriever_bad_input(demo_beir, tmp_path, capsys):
+    from distilrank.cli import main
+
+    src = _write_jsonl(tmp_path / "g.jsonl", toy_groups(n=2))
+    assert main(["mine", f"data={demo_beir}", "retriever=given"]) == 2  # a dataset has no given negatives
+    assert main(["mine", f"data={src}", "retriever=bm25"]) == 2  # a groups file has no corpus to search
+    assert "retriever=given re-picks" in capsys.readouterr().err
+    with pytest.raises(ConfigError, match="set rescore_model"):
+        MineConfig(retriever="given", relative_margin=0.05)
+    soft = _write_jsonl(tmp_path / "soft.jsonl", [{"query": "q", "contents": "d", "score": 1.0}])
+    assert main(["mine", f"data={soft}", "retriever=given", f"output={tmp_path / 'o.jsonl'}"]) == 2
+    assert "not groups" in capsys.readouterr().err and not (tmp_path / "o.jsonl").exists()

@@ -449,7 +449,7 @@ class EvalConfig:
 class MineConfig:
     """``distilrank mine``: hard negatives (BM25, dense or static retriever) per training query, as groups jsonl."""
 
-    data: str = "demo"
+    data: str = "demo"  # a BEIR/TREC folder, a hub name, or a groups .jsonl (then with retriever=given)
     split: str = "train"
     output: str = "negatives.jsonl"
     num_negatives: int = 6
@@ -457,7 +457,9 @@ class MineConfig:
     rank_max: int = 30
     sampling: str = "random"  # "random" within [rank_min, rank_max], or "top"
     seed: int = 42
-    retriever: str = "bm25"  # "bm25", "dense" (bi-encoder + FAISS) or "static" (model2vec + FAISS)
+    # "bm25", "dense" (bi-encoder + FAISS), "static" (model2vec + FAISS), or "given": a groups file's own negatives
+    # are the candidates, in file order (filter and re-pick them, e.g. rescored by a model with a margin)
+    retriever: str = "bm25"
     model: str = ""  # dense/static encoder; empty: the packaged MiniLM (static: distilled from it)
     index: str = "flat"  # FAISS index: "flat" (exact inner product), "ivf" or "hnsw" (approximate)
     index_path: str = ""  # folder of a saved FAISS index: loaded if present (checked against model), else saved
@@ -466,7 +468,7 @@ class MineConfig:
     batch_size: int = 64  # texts encoded at once
     absolute_margin: float | None = None  # keep a negative only if score <= positive score - margin
     relative_margin: float | None = None  # keep a negative only if score <= positive score * (1 - margin)
-    rescore_model: str = ""  # a cross-encoder that rescores candidates (margins then apply to its scores)
+    rescore_model: str = ""  # a model folder (cross-, bi-encoder...) that rescores candidates; margins use its scores
     max_queries: int = 0  # 0: every judged query
     # 0: one group per (query, positive); k: at most k positives per query, the highest grades first (ties by
     # seed). Graded collections (NFCorpus: ~43 judged documents per query) otherwise give dozens of groups per
@@ -477,15 +479,18 @@ class MineConfig:
         _check_positive(self, "num_negatives", "rank_min", "batch_size", "nprobe")
         _check(self.rank_max >= self.rank_min, "rank_max must be >= rank_min")
         _check(self.sampling in ("random", "top"), f"sampling must be 'random' or 'top', got {self.sampling!r}")
-        _check(self.retriever in ("bm25", "dense", "static"),
-               f"retriever must be bm25, dense or static, got {self.retriever!r}")
+        _check(self.retriever in ("bm25", "dense", "static", "given"),
+               f"retriever must be bm25, dense, static or given, got {self.retriever!r}")
+        _check(self.retriever != "given" or self.rescore_model or
+               (self.absolute_margin is None and self.relative_margin is None),
+               "retriever=given has no scores to apply a margin to: set rescore_model too")
         _check(self.index in ("flat", "ivf", "hnsw"), f"index must be flat, ivf or hnsw, got {self.index!r}")
         _check(self.nlist >= 0 and self.max_queries >= 0 and self.max_positives >= 0,
                "nlist, max_queries and max_positives must be >= 0")
         _check(self.relative_margin is None or 0.0 <= self.relative_margin < 1.0,
                f"relative_margin must be in [0, 1), got {self.relative_margin}")
-        _check(self.retriever != "bm25" or not (self.model or self.index_path),
-               "model and index_path apply to retriever=dense or static, not bm25")
+        _check(self.retriever not in ("bm25", "given") or not (self.model or self.index_path),
+               f"model and index_path apply to retriever=dense or static, not {self.retriever}")
 
 
 @dataclass(frozen=True)

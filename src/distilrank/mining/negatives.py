@@ -3,7 +3,12 @@
 The options follow ``sentence_transformers.util.mine_hard_negatives``: how many negatives, the
 rank range they come from, absolute and relative margins against the positive's score (a guard
 against unjudged positives), top or random sampling within the range, and optional rescoring of
-the candidates by a cross-encoder (the margins then apply to its scores).
+the candidates by a model (the margins then apply to its scores).
+
+A groups file (``retriever=given``) is mined in place: each query's candidates are the negatives its
+rows already hold, in file order, so a user's BM25 negatives can be rescored by a model and the
+probable false negatives (scored near the positive) dropped: NV-Retriever's TopK-PercPos filter is
+``rescore_model=START relative_margin=0.05 sampling=top`` (Moreira et al., 2024).
 """
 
 from __future__ import annotations
@@ -18,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from distilrank.config import MineConfig
-from distilrank.data.records import RetrievalDataset, Run
+from distilrank.data.records import Group, Passage, Query, RetrievalDataset, Run
 from distilrank.errors import DataError
 from distilrank.io import atomic_write_jsonl
 from distilrank.mining.retrievers import Retriever, build_retriever
@@ -77,6 +82,35 @@ def select_negatives(ranked: Sequence[tuple[str, float]], positives: set[str], c
     return rng.sample(kept, cfg.num_negatives), reason
 
 
+def groups_dataset(groups: Sequence[Group], name: str) -> tuple[RetrievalDataset, Run]:
+    """Groups -> a dataset (texts keyed by first appearance: ``q0``, ``d0``...) and the run of their negatives.
+
+    Rows of one query text merge: its positives are all relevant (grade 1) and its candidates are its
+    rows' negatives in file order (repeats dropped); a candidate that is also one of its positives is
+    removed when negatives are picked, as in any mining.
+    """
+    doc_ids: dict[str, str] = {}
+    query_ids: dict[str, str] = {}
+    qrels: dict[str, dict[str, int]] = {}
+    run: Run = {}
+
+    def doc(text: str) -> str:
+        return doc_ids.setdefault(text, f"d{len(doc_ids)}")
+
+    for g in groups:
+        qid = query_ids.setdefault(g.query, f"q{len(query_ids)}")
+        qrels.setdefault(qid, {})[doc(g.positive)] = 1
+        ranked = run.setdefault(qid, [])
+        seen = {d for d, _ in ranked}
+        for text in g.negatives:
+            if (d := doc(text)) not in seen:
+                seen.add(d)
+                ranked.append((d, -float(len(ranked))))  # file order as a score, best first
+    corpus = {d: Passage(d, text) for text, d in doc_ids.items()}
+    queries = {q: Query(q, text) for text, q in query_ids.items()}
+    return RetrievalDataset(corpus, queries, qrels, name=name), run
+
+
 def judged_queries(dataset: RetrievalDataset, summary: MiningSummary, max_queries: int = 0) -> list[str]:
     """Queries with a positive; judged queries without one are counted as skipped, unknown ones are an error."""
     unknown = [q for q in dataset.qrels if q not in dataset.queries]
@@ -89,7 +123,7 @@ def judged_queries(dataset: RetrievalDataset, summary: MiningSummary, max_querie
 
 
 def rescore(dataset: RetrievalDataset, run: Run, positives: dict[str, set[str]], reranker: Any) -> Run:
-    """The candidates (and each query's positives) scored by a cross-encoder ``Reranker``, best first."""
+    """The candidates (and each query's positives) scored by a ``Reranker`` (any model kind), best first."""
     out: Run = {}
     qids = list(run)
     for start in range(0, len(qids), RERANK_QUERIES):
