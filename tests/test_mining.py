@@ -184,7 +184,9 @@ def test_given_negatives_of_a_groups_file_are_repicked_in_file_order(tmp_path):
             {"query": "q a", "positive": "p2", "negatives": ["n2", "n5"]}]  # q a's second positive; n2 repeats
     src, out = _write_jsonl(tmp_path / "g.jsonl", rows), tmp_path / "out.jsonl"
     assert main(["mine", f"data={src}", "retriever=given", "num_negatives=3", "sampling=top", f"output={out}"]) == 0
-    got = [(r["query"], r["positive"], r["negatives"]) for r in map(json.loads, out.read_text().splitlines())]
+    written = [json.loads(line) for line in out.read_text().splitlines()]
+    assert all(set(r) == {"query", "positive", "negatives"} for r in written)  # no made-up ids
+    got = [(r["query"], r["positive"], r["negatives"]) for r in written]
     assert got == [("q a", "p1", ["n1", "n2", "n3"]), ("q a", "p2", ["n1", "n2", "n3"]), ("q b", "p3", ["n4"])]
     rank_range = MineConfig(data=str(src), retriever="given", num_negatives=2, rank_min=3, rank_max=4, sampling="top")
     from distilrank.mining.run import _groups_input

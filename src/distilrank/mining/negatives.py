@@ -83,7 +83,8 @@ def select_negatives(ranked: Sequence[tuple[str, float]], positives: set[str], c
 
 
 def groups_dataset(groups: Sequence[Group], name: str) -> tuple[RetrievalDataset, Run]:
-    """Groups -> a dataset (texts keyed by first appearance: ``q0``, ``d0``...) and the run of their negatives.
+    """Groups -> a dataset (texts keyed by first appearance: ``q0``, ``d0``..., ids that are not written out)
+    and the run of their negatives.
 
     Rows of one query text merge: its positives are all relevant (grade 1) and its candidates are its
     rows' negatives in file order (repeats dropped); a candidate that is also one of its positives is
@@ -212,7 +213,11 @@ def mine_groups(dataset: RetrievalDataset, cfg: MineConfig, run: Run | None = No
     return rows, summary
 
 
-def mine_to_file(dataset: RetrievalDataset, cfg: MineConfig, run: Run | None = None) -> MiningSummary:
+def mine_to_file(dataset: RetrievalDataset, cfg: MineConfig, run: Run | None = None,
+                 ids: bool = True) -> MiningSummary:
+    """Mined groups written atomically; ``ids=False`` leaves out the id fields (a groups file's are made up)."""
     rows, summary = mine_groups(dataset, cfg, run)
+    if not ids:
+        rows = [{k: v for k, v in r.items() if not k.endswith(("_id", "_ids"))} for r in rows]
     atomic_write_jsonl(Path(cfg.output), rows)
     return summary

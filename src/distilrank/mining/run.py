@@ -36,7 +36,7 @@ def run_mine(cfg: MineConfig) -> dict[str, Any]:
     with output_lock(check_output_path(cfg.output, folder=False)):  # a second job on this output stops here
         if is_file:
             dataset, run = _groups_input(cfg)
-            summary = mine_to_file(dataset, cfg, run).as_dict()
+            summary = mine_to_file(dataset, cfg, run, ids=False).as_dict()
         else:
             dataset, _ = resolve_dataset(cfg.data, cfg.split)
             summary = mine_to_file(dataset, cfg).as_dict()
