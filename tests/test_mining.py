@@ -229,3 +229,28 @@ def test_given_retriever_bad_input(demo_beir, tmp_path, capsys):
     soft = _write_jsonl(tmp_path / "soft.jsonl", [{"query": "q", "contents": "d", "score": 1.0}])
     assert main(["mine", f"data={soft}", "retriever=given", f"output={tmp_path / 'o.jsonl'}"]) == 2
     assert "not groups" in capsys.readouterr().err and not (tmp_path / "o.jsonl").exists()
+
+
+def test_bi_encoder_rescoring_encodes_each_text_once(tiny_model, tmp_path, monkeypatch):
+    """A bi-encoder rescores every query's candidates in one call (each distinct text encoded once), with the same
+    scores as the cross-encoder-sized chunks would give: documents shared by queries are not re-encoded."""
+    import distilrank.mining.negatives as negatives
+    from distilrank.inference.reranker import Reranker
+    from distilrank.models.bi_encoder import BiEncoder
+
+    folder = tmp_path / "bi"
+    BiEncoder.from_pretrained(str(tiny_model)).save_pretrained(folder)
+    reranker = Reranker.load(str(folder))
+    ds = toy_dataset()
+    run = {"q1": [(f"d{i}", 0.0) for i in range(6)], "q2": [(f"d{i}", 0.0) for i in range(2, 8)]}
+    positives = {"q1": {"d0"}, "q2": {"d2"}}
+    encoded: list[str] = []
+    encode = BiEncoder.encode
+    monkeypatch.setattr(BiEncoder, "encode", lambda self, texts, **kw: (encoded.extend(texts), encode(self, texts, **kw))[1])
+    monkeypatch.setattr(negatives, "RERANK_QUERIES", 1)  # one query per chunk, were it a cross-encoder
+    got = negatives.rescore(ds, run, positives, reranker)
+    assert sorted(encoded) == sorted({ds.corpus[f"d{i}"].contents for i in range(8)} | {"sort list", "read file"})
+    for q, ranked in got.items():
+        expected = reranker.score([(ds.queries[q].text, ds.corpus[d].contents) for d, _ in ranked])
+        assert [s for _, s in ranked] == pytest.approx(expected, abs=1e-6)
+        assert [s for _, s in ranked] == sorted(expected, reverse=True)

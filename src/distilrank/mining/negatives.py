@@ -30,7 +30,7 @@ from distilrank.mining.retrievers import Retriever, build_retriever
 
 logger = logging.getLogger(__name__)
 
-RERANK_QUERIES = 256  # queries whose candidates are rescored together: bounds the pairs held at once
+RERANK_QUERIES = 256  # queries whose candidates a cross-encoder rescores together: bounds the pairs held at once
 MINE_QUERIES = 8192  # queries searched at once: bounds the rankings held
 
 SHORT_RANGE = "rank range holds fewer non-positive documents than asked"
@@ -124,11 +124,16 @@ def judged_queries(dataset: RetrievalDataset, summary: MiningSummary, max_querie
 
 
 def rescore(dataset: RetrievalDataset, run: Run, positives: dict[str, set[str]], reranker: Any) -> Run:
-    """The candidates (and each query's positives) scored by a ``Reranker`` (any model kind), best first."""
+    """The candidates (and each query's positives) scored by a ``Reranker`` (any model kind), best first.
+
+    A bi-encoder scores all of ``run``'s queries in one call: it encodes each distinct text once per call, and
+    the same documents come back among many queries' candidates (NFCorpus, 768 queries: 280 s -> 100 s, RESULTS.md).
+    """
     out: Run = {}
     qids = list(run)
-    for start in range(0, len(qids), RERANK_QUERIES):
-        chunk = qids[start : start + RERANK_QUERIES]
+    step = max(len(qids), 1) if type(reranker.model).__name__ in ("BiEncoder", "OnnxBiEncoder") else RERANK_QUERIES
+    for start in range(0, len(qids), step):
+        chunk = qids[start : start + step]
         docs = {q: list(dict.fromkeys([d for d, _ in run[q]] + sorted(positives[q]))) for q in chunk}
         pairs = [(dataset.queries[q].text, dataset.corpus[d].contents) for q in chunk for d in docs[q]]
         scores = iter(reranker.score(pairs, show_progress=len(qids) > RERANK_QUERIES))
