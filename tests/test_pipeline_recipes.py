@@ -64,3 +64,22 @@ def test_recipe_variables_are_required_and_overridable(name: str, tmp_path: Path
     with pytest.raises(ConfigError, match="train_data"):
         load_plan(name, [f"dev_data={tmp_path}", f"output_dir={tmp_path / 'run'}"])
     assert {s.config.seed for s in plan.stages if hasattr(s.config, "seed")} == {21}
+
+
+@pytest.mark.parametrize("name", sorted(RECIPES))
+def test_recipe_budget_and_precision_variables(name: str, tmp_path: Path) -> None:
+    """The CPU recipe by default (the settings RESULTS.md measured); a GPU run sets bf16 and larger budgets from the
+    command line, and they reach the teacher, distill and student stages."""
+    student_key, student_var, cpu_student = (("epochs", "student_epochs", 2) if name == "msmarco"
+                                             else ("max_steps", "student_steps", 300))
+    plan = _plan(name, tmp_path)
+    teacher, distill, student = plan.stage("teacher"), plan.stage("distill"), plan.stage("student")
+    assert (teacher.config.epochs, distill.config.max_steps, getattr(student.config, student_key)) == (1, 600,
+                                                                                                        cpu_student)
+    assert {teacher.config.mixed_precision, distill.config.mixed_precision, student.config.mixed_precision} == {"no"}
+    gpu = _plan(name, tmp_path, mixed_precision="bf16", teacher_epochs=3, distill_steps=2400, **{student_var: 7})
+    teacher, distill, student = gpu.stage("teacher"), gpu.stage("distill"), gpu.stage("student")
+    assert (teacher.config.epochs, distill.config.max_steps, getattr(student.config, student_key)) == (3, 2400, 7)
+    assert {teacher.config.mixed_precision, distill.config.mixed_precision, student.config.mixed_precision} == {"bf16"}
+    with pytest.raises(ConfigError, match="mixed_precision"):
+        _plan(name, tmp_path, mixed_precision="fp8")
