@@ -33,7 +33,6 @@ from distilrank.io import atomic_write_json, check_output_path, output_lock
 logger = logging.getLogger(__name__)
 
 LOGITS, SCORES = "logits", "scores"  # the kinds of labels: seq2seq [false, true] logits, or one score
-TRAINING_SUFFIXES = (".jsonl", ".tsv")
 
 
 @dataclass(frozen=True)
@@ -125,11 +124,10 @@ def queries_from_dataset(cfg: LabelConfig) -> list[LabelQuery]:
 
 def read_label_input(cfg: LabelConfig) -> list[LabelQuery]:
     """The queries to label, in a deterministic order, checked non-empty (texts included)."""
-    path = Path(cfg.data).expanduser()
-    if path.is_file() or (not path.exists() and path.suffix.lower() in TRAINING_SUFFIXES):
-        from distilrank.data.readers import read_training_file
+    from distilrank.data.readers import is_training_file, read_training_file
 
-        queries = queries_from_examples(read_training_file(path))
+    if is_training_file(cfg.data):
+        queries = queries_from_examples(read_training_file(Path(cfg.data).expanduser()))
         queries = queries[: cfg.max_queries] if cfg.max_queries else queries
     else:
         queries = queries_from_dataset(cfg)

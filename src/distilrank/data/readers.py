@@ -298,6 +298,16 @@ def _looks_local(spec: str) -> bool:
     )
 
 
+TRAINING_SUFFIXES = (".jsonl", ".tsv")
+
+
+def is_training_file(spec: str) -> bool:
+    """Whether a ``data=`` spec names a training file (groups, triplets, pairs, soft labels) rather than a
+    dataset folder or hub name: an existing file, or a missing path with a training file's suffix."""
+    path = Path(spec).expanduser()
+    return path.is_file() or (not path.exists() and path.suffix.lower() in TRAINING_SUFFIXES)
+
+
 def _read_triples_tsv(path: Path) -> list[Group]:
     groups = [
         Group(query=query, positive=positive, negatives=(negative,))

@@ -93,7 +93,7 @@ def groups_dataset(groups: Sequence[Group], name: str) -> tuple[RetrievalDataset
     doc_ids: dict[str, str] = {}
     query_ids: dict[str, str] = {}
     qrels: dict[str, dict[str, int]] = {}
-    run: Run = {}
+    candidates: dict[str, dict[str, None]] = {}  # query -> its negatives, in file order, each once
 
     def doc(text: str) -> str:
         return doc_ids.setdefault(text, f"d{len(doc_ids)}")
@@ -101,12 +101,8 @@ def groups_dataset(groups: Sequence[Group], name: str) -> tuple[RetrievalDataset
     for g in groups:
         qid = query_ids.setdefault(g.query, f"q{len(query_ids)}")
         qrels.setdefault(qid, {})[doc(g.positive)] = 1
-        ranked = run.setdefault(qid, [])
-        seen = {d for d, _ in ranked}
-        for text in g.negatives:
-            if (d := doc(text)) not in seen:
-                seen.add(d)
-                ranked.append((d, -float(len(ranked))))  # file order as a score, best first
+        candidates.setdefault(qid, {}).update(dict.fromkeys(doc(t) for t in g.negatives))
+    run: Run = {q: [(d, -float(rank)) for rank, d in enumerate(docs)] for q, docs in candidates.items()}  # file order
     corpus = {d: Passage(d, text) for text, d in doc_ids.items()}
     queries = {q: Query(q, text) for text, q in query_ids.items()}
     return RetrievalDataset(corpus, queries, qrels, name=name), run

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 from distilrank.config import MineConfig
@@ -26,10 +25,10 @@ def _groups_input(cfg: MineConfig) -> tuple[Any, Any]:
 
 
 def run_mine(cfg: MineConfig) -> dict[str, Any]:
+    from distilrank.data.readers import is_training_file
     from distilrank.evaluation.run import resolve_dataset
 
-    path = Path(cfg.data).expanduser()
-    is_file = path.is_file() or (not path.exists() and path.suffix.lower() in (".jsonl", ".tsv"))
+    is_file = is_training_file(cfg.data)
     if is_file != (cfg.retriever == "given"):
         raise ConfigError(f"data={cfg.data} is a {'training file' if is_file else 'dataset'} and retriever="
                           f"{cfg.retriever}: {GIVEN_HINT}; bm25, dense and static search a dataset's corpus")
