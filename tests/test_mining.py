@@ -229,6 +229,10 @@ def test_given_retriever_bad_input(demo_beir, tmp_path, capsys):
     soft = _write_jsonl(tmp_path / "soft.jsonl", [{"query": "q", "contents": "d", "score": 1.0}])
     assert main(["mine", f"data={soft}", "retriever=given", f"output={tmp_path / 'o.jsonl'}"]) == 2
     assert "not groups" in capsys.readouterr().err and not (tmp_path / "o.jsonl").exists()
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(json.dumps(toy_groups(n=1)[0]) + '\n{"query": "q", "positive": "p"\n', encoding="utf-8")
+    assert main(["mine", f"data={bad}", "retriever=given", f"output={tmp_path / 'o.jsonl'}"]) == 2
+    assert f"{bad}:2: malformed JSON" in capsys.readouterr().err and not (tmp_path / "o.jsonl").exists()
 
 
 def test_bi_encoder_rescoring_encodes_each_text_once(tiny_model, tmp_path, monkeypatch):
