@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -43,38 +42,24 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def dev_pairs(cfg: Any, n: int) -> list[tuple[str, str]]:
-    """The first ``n`` (query, passage) pairs an eval stage reranked, in query order."""
-    from distilrank.evaluation.run import first_stage_run, resolve_dataset
-
-    dataset, given = resolve_dataset(cfg.data, cfg.split)
-    run_file = "" if cfg.first_stage == "bm25" else cfg.first_stage
-    run = first_stage_run(dataset, given if not run_file else None, cfg.top_k, cfg.max_queries, run_file)
-    pairs = [(dataset.queries[q].text, dataset.corpus[d].contents) for q, hits in run.items() for d, _ in hits]
-    return pairs[:n]
-
-
 def time_models(run: Run, stages: list[str], n_pairs: int, repeats: int) -> dict[str, Any]:
+    """The library's ``distilrank speed`` timing (:func:`distilrank.evaluation.speed.time_scorers`) on the models
+    and dev pairs of a finished run's eval stages."""
+    from distilrank.config import SpeedConfig
+    from distilrank.evaluation.speed import speed_pairs, time_scorers
     from distilrank.inference.reranker import Reranker
 
     configs = {s: run.config(s) for s in stages}
-    pairs = dev_pairs(configs[stages[0]], n_pairs)
-    models = {}
-    for s, cfg in configs.items():
-        models[s] = Reranker.load(cfg.model, batch_size=cfg.batch_size, max_length=cfg.max_length or None,
-                                  encoder=cfg.encoder, allow_new_head=cfg.allow_new_head)
-        models[s].score(pairs[:64])  # warm-up
-    seconds: dict[str, list[float]] = {s: [] for s in stages}
-    for r in range(repeats):
-        for s in stages if r % 2 == 0 else stages[::-1]:
-            began = time.perf_counter()
-            models[s].score(pairs)
-            seconds[s].append(time.perf_counter() - began)
-    rates = {s: len(pairs) / statistics.median(t) for s, t in seconds.items()}
+    first = configs[stages[0]]
+    pairs = speed_pairs(SpeedConfig(models=(first.model,), data=first.data, split=first.split,
+                                    first_stage=first.first_stage, top_k=first.top_k, pairs=n_pairs))
+    models = {s: Reranker.load(cfg.model, batch_size=cfg.batch_size, max_length=cfg.max_length or None,
+                               encoder=cfg.encoder, allow_new_head=cfg.allow_new_head) for s, cfg in configs.items()}
+    timed = time_scorers({s: m.score for s, m in models.items()}, pairs, repeats)
     ref = stages[0]
-    return {"pairs": len(pairs), "seconds": seconds,
-            "models": {s: {"model": str(configs[s].model), "pairs/s": round(rates[s], 1),
-                           f"speed over {ref}": round(rates[s] / rates[ref], 3)} for s in stages}}
+    return {"pairs": len(pairs), "seconds": {s: t["seconds"] for s, t in timed.items()},
+            "models": {s: {"model": str(configs[s].model), "pairs/s": timed[s]["pairs_per_second"],
+                           f"speed over {ref}": timed[s]["speedup"]} for s in stages}}
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -59,3 +59,31 @@ def demo_beir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from distilrank.data.demo import build_demo_dataset, write_beir
 
     return write_beir(build_demo_dataset(seed=13), tmp_path_factory.mktemp("demo") / "beir")
+
+
+PIPELINE_WORDS = ["sort", "list", "file", "string", "value", "object", "number", "function", "class", "method",
+                  "module", "error", "data", "key", "dict", "set", "item", "type", "name", "path", "read", "write",
+                  "open", "close"]
+
+
+@pytest.fixture(scope="session")
+def tiny_beir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A 60-document BEIR folder whose relevant document repeats its query's words (train and test qrels)."""
+    import json
+    import random
+
+    rng = random.Random(0)
+    folder = tmp_path_factory.mktemp("beir")
+    corpus, queries, qrels = [], [], {"train": [], "test": []}
+    for i in range(30):
+        words = rng.sample(PIPELINE_WORDS, 3)
+        queries.append({"_id": f"q{i}", "text": " ".join(words)})
+        corpus.append({"_id": f"d{i}", "title": "", "text": " ".join(words + rng.sample(PIPELINE_WORDS, 4))})
+        corpus.append({"_id": f"x{i}", "title": "", "text": " ".join(rng.sample(PIPELINE_WORDS, 7))})
+        qrels["train" if i < 20 else "test"].append(f"q{i}\td{i}\t1")
+    (folder / "qrels").mkdir()
+    (folder / "corpus.jsonl").write_text("".join(json.dumps(r) + "\n" for r in corpus))
+    (folder / "queries.jsonl").write_text("".join(json.dumps(r) + "\n" for r in queries))
+    for split, lines in qrels.items():
+        (folder / "qrels" / f"{split}.tsv").write_text("query-id\tcorpus-id\tscore\n" + "\n".join(lines) + "\n")
+    return folder

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import random
 from pathlib import Path
 
 import pytest
@@ -12,29 +11,6 @@ import yaml
 from distilrank.errors import ConfigError
 from distilrank.pipeline import describe_plan, load_plan, read_state, run_pipeline
 from distilrank.pipeline.run import StageFailed
-
-WORDS = ["sort", "list", "file", "string", "value", "object", "number", "function", "class", "method", "module",
-         "error", "data", "key", "dict", "set", "item", "type", "name", "path", "read", "write", "open", "close"]
-
-
-@pytest.fixture(scope="module")
-def tiny_beir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A 60-document BEIR folder whose relevant document repeats its query's words (train and test qrels)."""
-    rng = random.Random(0)
-    folder = tmp_path_factory.mktemp("beir")
-    corpus, queries, qrels = [], [], {"train": [], "test": []}
-    for i in range(30):
-        words = rng.sample(WORDS, 3)
-        queries.append({"_id": f"q{i}", "text": " ".join(words)})
-        corpus.append({"_id": f"d{i}", "title": "", "text": " ".join(words + rng.sample(WORDS, 4))})
-        corpus.append({"_id": f"x{i}", "title": "", "text": " ".join(rng.sample(WORDS, 7))})
-        qrels["train" if i < 20 else "test"].append(f"q{i}\td{i}\t1")
-    (folder / "qrels").mkdir()
-    (folder / "corpus.jsonl").write_text("".join(json.dumps(r) + "\n" for r in corpus))
-    (folder / "queries.jsonl").write_text("".join(json.dumps(r) + "\n" for r in queries))
-    for split, lines in qrels.items():
-        (folder / "qrels" / f"{split}.tsv").write_text("query-id\tcorpus-id\tscore\n" + "\n".join(lines) + "\n")
-    return folder
 
 
 def write_pipeline(folder: Path, beir: Path, model: Path, **changes: object) -> Path:

@@ -56,6 +56,10 @@ def test_recipe_contract(name: str, tmp_path: Path) -> None:
     assert evals["student_eval"].model == student.outputs["model"]
     assert len({(c.data, c.split, c.top_k, c.relevance_level) for c in evals.values()}) == 1  # same dev setting
     assert all(Path(c.data) == tmp_path / RECIPES[name][1] for c in evals.values())
+    speed = plan.stage("speed").config  # the speed figure: the three models on the same dev pairs, back to back
+    assert speed.models == (evals["zero_shot"].model, teacher.outputs["model"], student.outputs["model"])
+    assert (speed.data, speed.split, speed.top_k) == next((c.data, c.split, c.top_k) for c in evals.values())
+    assert speed.batch_size == evals["teacher_eval"].batch_size
 
 
 @pytest.mark.parametrize("name", sorted(RECIPES))

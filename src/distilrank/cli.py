@@ -77,6 +77,13 @@ def _cmd_eval(args: argparse.Namespace) -> None:
     run_eval(load_config(EvalConfig, args.config, args.overrides))
 
 
+def _cmd_speed(args: argparse.Namespace) -> None:
+    from distilrank.config import SpeedConfig, load_config
+    from distilrank.evaluation.speed import run_speed
+
+    run_speed(load_config(SpeedConfig, args.config, args.overrides))
+
+
 def _cmd_mine(args: argparse.Namespace) -> None:
     from distilrank.config import MineConfig, load_config
     from distilrank.mining.run import run_mine
@@ -135,7 +142,7 @@ def _cmd_pipeline(args: argparse.Namespace) -> None:
 
 def _add_pipeline(sub: Any) -> None:
     summary = ("run a YAML pipeline whose stages are distilrank commands (mine, train, label, distill-mlm, "
-               "eval, export); finished stages are skipped, unfinished ones resume")
+               "eval, speed, export); finished stages are skipped, unfinished ones resume")
     p = sub.add_parser("pipeline", help=summary, description=summary,
                        epilog="FILE: a pipeline YAML, or a packaged one by name (demo). key=value pairs set the "
                               "file's variables (e.g. output_dir=runs/x seed=14).",
@@ -159,6 +166,8 @@ def _commands() -> dict[str, tuple[str, Callable[[argparse.Namespace], None], st
         "train": ("fine-tune a reranker (cross-encoder or seq2seq), on binary or soft labels; a bi-encoder "
                   "with loss=triplet or mnrl, or encoder=bi on soft labels", _cmd_train, "TrainConfig"),
         "eval": ("rerank a first-stage run and report ir-measures metrics", _cmd_eval, "EvalConfig"),
+        "speed": ("time models on the same first-stage pairs, back to back in one process: pairs/s and the "
+                  "speedup over the first model", _cmd_speed, "SpeedConfig"),
         "rank": ("rank the documents of a file for one query", _cmd_rank, "RankConfig"),
         "export": ("export a cross-encoder to ONNX (fp32 or int8) with a parity check", _cmd_export,
                    "ExportConfig"),

@@ -446,6 +446,39 @@ class EvalConfig:
 
 
 @dataclass(frozen=True)
+class SpeedConfig:
+    """``distilrank speed``: models score the same first-stage pairs in one process, interleaved: a speed comparison."""
+
+    models: tuple[str, ...] = ()  # model folders (or packaged:NAME); the first is the reference (speedup 1.0)
+    names: tuple[str, ...] = ()  # their labels in the table (default: the model paths)
+    data: str = "demo"  # the dataset whose first-stage candidates are scored (as `distilrank eval` reads it)
+    split: str = "test"
+    first_stage: str = "bm25"  # "bm25" (or the folder's own run) or a TREC / rank_llm JSON run file
+    top_k: int = 100
+    pairs: int = 1000  # the first N (query, passage) pairs of the first stage's candidates, in query order
+    repeats: int = 3  # timed passes per model; the order of the models alternates each pass; the median counts
+    batch_size: int = 0  # pairs per forward pass; 0: 8 on CPU, 64 on GPU
+    max_length: int = 0  # 0: the length the model was trained with
+    encoder: str = ""  # as `distilrank eval`: "" the folder's own kind, "bi" or "cross"
+    allow_new_head: bool = False
+    output_dir: str = ""  # empty: print only
+
+    def __post_init__(self) -> None:
+        _check_scoring(self)
+        _check(bool(self.models), "models is required: the model folders to time, e.g. "
+               "models=runs/x/teacher/model,runs/x/student/model (the first is the reference)")
+        _check(not self.names or len(self.names) == len(self.models),
+               f"names gives {len(self.names)} labels for {len(self.models)} models: give one per model, or none")
+        labels = self.names or self.models
+        _check(len(set(labels)) == len(labels), "each model needs its own label: "
+               + ("names repeats one" if self.names else "models repeats a path; give names=... to time it twice"))
+        _check(bool(self.data), "data is required: a BEIR folder, TREC folder, 'demo' or hub name")
+        _check_positive(self, "top_k", "pairs", "repeats")
+        _check(self.batch_size >= 0, f"batch_size must be >= 0 (0: 8 on CPU, 64 on GPU), got {self.batch_size}")
+        _check(self.max_length >= 0, "max_length must be >= 0 (0: the model's own)")
+
+
+@dataclass(frozen=True)
 class MineConfig:
     """``distilrank mine``: hard negatives (BM25, dense or static retriever) per training query, as groups jsonl."""
 

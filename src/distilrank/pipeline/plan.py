@@ -21,6 +21,7 @@ from distilrank.config import (
     ExportConfig,
     LabelConfig,
     MineConfig,
+    SpeedConfig,
     TrainConfig,
     build_config,
     config_to_dict,
@@ -52,6 +53,7 @@ COMMANDS: dict[str, Command] = {
     "label": Command(LabelConfig, "distilrank.labeling:run_label", "output"),
     "distill-mlm": Command(DistillConfig, "distilrank.training.distill:run_distill", "output_dir", "model", True),
     "eval": Command(EvalConfig, "distilrank.evaluation.run:run_eval", "output_dir"),
+    "speed": Command(SpeedConfig, "distilrank.evaluation.speed:run_speed", "output_dir"),
     "export": Command(ExportConfig, "distilrank.inference.export:run_export", "output_dir", "dir"),
 }
 

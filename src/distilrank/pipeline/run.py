@@ -75,8 +75,18 @@ def _stamp(value: str, run_dir: Path) -> Any:
         return None
 
 
+def _stamps(value: Any, run_dir: Path) -> Any:
+    """:func:`_stamp` of a setting, or of each item of a list setting (e.g. speed's models); None: no input."""
+    if isinstance(value, (list, tuple)):
+        stamps = [_stamp(v, run_dir) if isinstance(v, str) else None for v in value]
+        return stamps if any(s is not None for s in stamps) else None
+    return _stamp(value, run_dir) if isinstance(value, str) else None
+
+
 def _in_run(value: Any, run_dir: Path) -> Any:
-    """``value`` with a path inside the run folder written relative to it (``$RUN/...``)."""
+    """``value`` with a path inside the run folder written relative to it (``$RUN/...``); lists item by item."""
+    if isinstance(value, (list, tuple)):
+        return [_in_run(v, run_dir) for v in value]
     if not isinstance(value, str) or not value or "\n" in value:
         return value
     try:
@@ -94,7 +104,7 @@ def fingerprints(plan: Plan) -> dict[str, str]:
         cfg.pop("resume", None)  # set by the pipeline when it resumes a stage
         # paths inside the run folder count relative to it: a moved or copied run folder keeps its fingerprints
         cfg = {k: _in_run(v, plan.output_dir) for k, v in cfg.items()}
-        inputs = {k: s for k, v in cfg.items() if isinstance(v, str) and (s := _stamp(v, plan.output_dir))}
+        inputs = {k: s for k, v in cfg.items() if (s := _stamps(v, plan.output_dir))}
         payload = {"command": stage.command, "config": cfg, "inputs": inputs,
                    "depends": {d: out[d] for d in stage.depends}}
         out[stage.name] = hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]

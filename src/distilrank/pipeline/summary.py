@@ -41,6 +41,32 @@ def eval_rows(plan: Plan, state: dict[str, Any]) -> list[dict[str, Any]]:
     return rows
 
 
+def speed_results(plan: Plan, state: dict[str, Any]) -> list[dict[str, Any]]:
+    """The results of the finished ``speed`` stages (models timed back to back), with their stage names."""
+    out = []
+    for stage in plan.stages:
+        record = state["stages"].get(stage.name, {})
+        if stage.command == "speed" and record.get("status") == "done" and record.get("result"):
+            out.append({"stage": stage.name, **record["result"]})
+    return out
+
+
+def speed_text(speeds: list[dict[str, Any]]) -> str:
+    """Each speed stage's table, under a line that says how it was measured."""
+    from distilrank.evaluation.speed import format_speed
+
+    blocks = []
+    for r in speeds:
+        blocks.append(f"Scoring speed, back to back (stage '{r['stage']}'): the same {r['pairs']:,} first-stage "
+                      f"pairs, median of {r['repeats']} passes in alternating order, {r.get('torch_threads')} "
+                      f"threads on {r.get('device', 'cpu')}\n\n" + format_speed(r["models"]))
+    return "\n\n".join(blocks)
+
+
+SPEED_NOTE = ("pairs/s: each eval stage's own scoring rate, measured while that stage ran; stages run at different "
+              "times (and under different load), so compare speeds {where}.")
+
+
 def _cell(value: Any) -> str:
     if value is None:
         return "-"
@@ -51,15 +77,9 @@ def _cell(value: Any) -> str:
 
 def format_rows(rows: list[dict[str, Any]]) -> str:
     """A Markdown table (readable as plain text too)."""
-    cells = [[_cell(r[c]) for c in COLUMNS] for r in rows]
-    widths = [max(len(c), *(len(row[i]) for row in cells)) for i, c in enumerate(COLUMNS)]
+    from distilrank.reports import markdown_table
 
-    def line(values: list[str]) -> str:
-        return "| " + " | ".join(v.ljust(w) if i == 0 else v.rjust(w)
-                                 for i, (v, w) in enumerate(zip(values, widths))) + " |"
-
-    rule = "|" + "|".join("-" * (w + 1) + (":" if i else "-") for i, w in enumerate(widths)) + "|"
-    return "\n".join([line(list(COLUMNS)), rule, *(line(r) for r in cells)])
+    return markdown_table(COLUMNS, [[_cell(r[c]) for c in COLUMNS] for r in rows])
 
 
 def write_summary(plan: Plan, state: dict[str, Any], seconds: float) -> dict[str, Any]:
@@ -75,7 +95,14 @@ def write_summary(plan: Plan, state: dict[str, Any], seconds: float) -> dict[str
                "variables": plan.variables, "stages": stages, "evals": rows,
                "seconds_this_run": round(seconds, 1),
                "seconds_all_stages": round(sum(s["seconds"] or 0 for s in stages), 1)}
+    speeds = speed_results(plan, state)
+    summary["speed"] = speeds
     table = format_rows(rows) if rows else "(no eval stage)"
+    if rows:
+        table += "\n\n" + SPEED_NOTE.format(where="in the back-to-back table below" if speeds else
+                                           "with a `speed` stage, which times the models back to back")
+    if speeds:
+        table += "\n\n" + speed_text(speeds)
     plot = [r for r in rows if r["nDCG@10"] is not None]
     if plot:
         plot_comparison({r["system"]: {"nDCG@10": r["nDCG@10"]} for r in plot}, out / "summary.png",
@@ -93,6 +120,8 @@ def write_summary(plan: Plan, state: dict[str, Any], seconds: float) -> dict[str
 def print_summary(summary: dict[str, Any]) -> None:
     print()
     print(format_rows(summary["evals"]) if summary["evals"] else "(no eval stage)")
+    if summary.get("speed"):
+        print("\n" + speed_text(summary["speed"]))
     files = summary["files"]
     print(f"\n{len(summary['stages'])} stages, {summary['seconds_this_run']:.0f}s this run "
           f"({summary['seconds_all_stages']:.0f}s in all stages); summary: {files['markdown']}, {files['json']}"
