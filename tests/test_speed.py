@@ -111,3 +111,25 @@ def test_a_speed_stage_in_a_pipeline_summary(tmp_path: Path, tiny_beir: Path, ti
     run_pipeline(load_plan(path))  # done: skipped, not timed again
     assert "[speed]" not in capsys.readouterr().out
     assert read_state(load_plan(path))["stages"]["timed"]["status"] == "done"
+
+
+def test_a_speed_stage_fingerprints_each_model_it_lists(tmp_path: Path, tiny_beir: Path, tiny_model: Path) -> None:
+    """models is a list: paths inside the run folder count relative to it (a copied run keeps the stage) and a
+    model folder outside it counts by content (a changed model reruns the stage)."""
+    import shutil
+
+    from distilrank.pipeline.run import fingerprints
+
+    outside = shutil.copytree(tiny_model, tmp_path / "outside")
+    doc = {"variables": {"output_dir": str(tmp_path / "a")},
+           "stages": {"copied": {"command": "export", "model": str(tiny_model)},
+                      "timed": {"command": "speed", "models": [str(outside), "${copied.model}"],
+                                "data": str(tiny_beir)}}}
+    path = tmp_path / "p.yaml"
+    path.write_text(yaml.safe_dump(doc, sort_keys=False))
+    from distilrank.pipeline import load_plan
+
+    first = fingerprints(load_plan(path))["timed"]
+    assert fingerprints(load_plan(path, [f"output_dir={tmp_path / 'b'}"]))["timed"] == first
+    (outside / "config.json").write_text((outside / "config.json").read_text().replace("{", '{"note": 1, ', 1))
+    assert fingerprints(load_plan(path))["timed"] != first
