@@ -32,6 +32,11 @@ def test_time_scorers_alternates_the_order_and_takes_the_median() -> None:
     assert timed["slow"] == {"seconds": [4.0, 5.0, 6.0], "pairs_per_second": 24.0, "speedup": 1.0}  # 120 / 5
     assert timed["fast"] == {"seconds": [2.0, 3.0, 1.0], "pairs_per_second": 60.0, "speedup": 2.5}  # 120 / 2
 
+    per_pass = {"slow": iter([1.0, 4.0]), "fast": iter([1.0, 2.0])}
+    timed = time_scorers({"slow": scorer("slow"), "fast": scorer("fast")}, pairs, repeats=1, clock=lambda: now[0],
+                         reference="fast")
+    assert timed["fast"]["speedup"] == 1.0 and timed["slow"]["speedup"] == 0.5
+
 
 def test_the_pairs_are_those_eval_reranks_first(tiny_beir: Path) -> None:
     from distilrank.evaluation.ranking import evaluate_reranking
@@ -76,6 +81,7 @@ def test_run_speed_times_real_models_and_writes_metrics(tmp_path: Path, tiny_bei
     (["models=a,b", "names=x,x"], "names repeats one"),
     (["models=a", "pairs=0"], "pairs must be > 0"),
     (["models=a", "encoder=dual"], "encoder must be"),
+    (["models=a,b", "names=x,y", "reference=z"], "reference 'z' is not one of the models' labels (x, y)"),
 ])
 def test_bad_settings_are_one_line_exit_2(settings: list[str], message: str,
                                           capsys: pytest.CaptureFixture[str]) -> None:
@@ -95,7 +101,7 @@ def test_a_speed_stage_in_a_pipeline_summary(tmp_path: Path, tiny_beir: Path, ti
                "copied": {"command": "export", "model": "${model}"},
                "scored": {"command": "eval", "data": str(tiny_beir), "model": "${model}", "top_k": 3},
                "timed": {"command": "speed", "models": ["${model}", "${copied.model}"], "names": ["torch", "onnx"],
-                         "data": str(tiny_beir), "top_k": 3, "pairs": 12, "repeats": 1},
+                         "reference": "onnx", "data": str(tiny_beir), "top_k": 3, "pairs": 12, "repeats": 1},
            }}
     path = tmp_path / "p.yaml"
     path.write_text(yaml.safe_dump(doc, sort_keys=False))
@@ -106,6 +112,7 @@ def test_a_speed_stage_in_a_pipeline_summary(tmp_path: Path, tiny_beir: Path, ti
     md = (tmp_path / "run" / "summary.md").read_text()
     assert "compare speeds in the back-to-back table below" in md
     assert "Scoring speed, back to back (stage 'timed'): the same 12 first-stage pairs, median of 1 passes" in md
+    assert "; speedup over onnx" in md and summary["speed"][0]["models"][1]["speedup"] == 1.0
     assert format_speed(summary["speed"][0]["models"]) in md
     capsys.readouterr()
     run_pipeline(load_plan(path))  # done: skipped, not timed again

@@ -167,7 +167,7 @@ def _commands() -> dict[str, tuple[str, Callable[[argparse.Namespace], None], st
                   "with loss=triplet or mnrl, or encoder=bi on soft labels", _cmd_train, "TrainConfig"),
         "eval": ("rerank a first-stage run and report ir-measures metrics", _cmd_eval, "EvalConfig"),
         "speed": ("time models on the same first-stage pairs, back to back in one process: pairs/s and the "
-                  "speedup over the first model", _cmd_speed, "SpeedConfig"),
+                  "speedup over a reference model", _cmd_speed, "SpeedConfig"),
         "rank": ("rank the documents of a file for one query", _cmd_rank, "RankConfig"),
         "export": ("export a cross-encoder to ONNX (fp32 or int8) with a parity check", _cmd_export,
                    "ExportConfig"),

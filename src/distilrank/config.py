@@ -449,8 +449,9 @@ class EvalConfig:
 class SpeedConfig:
     """``distilrank speed``: models score the same first-stage pairs in one process, interleaved: a speed comparison."""
 
-    models: tuple[str, ...] = ()  # model folders (or packaged:NAME); the first is the reference (speedup 1.0)
+    models: tuple[str, ...] = ()  # model folders (or packaged:NAME)
     names: tuple[str, ...] = ()  # their labels in the table (default: the model paths)
+    reference: str = ""  # the label whose speed is 1.00x (empty: the first model)
     data: str = "demo"  # the dataset whose first-stage candidates are scored (as `distilrank eval` reads it)
     split: str = "test"
     first_stage: str = "bm25"  # "bm25" (or the folder's own run) or a TREC / rank_llm JSON run file
@@ -466,12 +467,14 @@ class SpeedConfig:
     def __post_init__(self) -> None:
         _check_scoring(self)
         _check(bool(self.models), "models is required: the model folders to time, e.g. "
-               "models=runs/x/teacher/model,runs/x/student/model (the first is the reference)")
+               "models=runs/x/teacher/model,runs/x/student/model")
         _check(not self.names or len(self.names) == len(self.models),
                f"names gives {len(self.names)} labels for {len(self.models)} models: give one per model, or none")
         labels = self.names or self.models
         _check(len(set(labels)) == len(labels), "each model needs its own label: "
                + ("names repeats one" if self.names else "models repeats a path; give names=... to time it twice"))
+        _check(not self.reference or self.reference in labels, f"reference {self.reference!r} is not one of the "
+               f"models' labels ({', '.join(labels)}): name one of them, or leave it empty for the first")
         _check(bool(self.data), "data is required: a BEIR folder, TREC folder, 'demo' or hub name")
         _check_positive(self, "top_k", "pairs", "repeats")
         _check(self.batch_size >= 0, f"batch_size must be >= 0 (0: 8 on CPU, 64 on GPU), got {self.batch_size}")

@@ -21,10 +21,11 @@ Pairs = Sequence[tuple[str, str]]
 
 
 def time_scorers(scorers: Mapping[str, Callable[[Pairs], Any]], pairs: Pairs, repeats: int,
-                 warmup: int = 64, clock: Callable[[], float] = time.perf_counter) -> dict[str, Any]:
+                 warmup: int = 64, clock: Callable[[], float] = time.perf_counter,
+                 reference: str = "") -> dict[str, Any]:
     """Time each scorer on ``pairs``: one warm-up call on the first ``warmup`` pairs each, then ``repeats`` passes,
     the scorers' order reversed on every other pass. Returns each one's pass seconds, median pairs/s and speed
-    over the first scorer."""
+    over the ``reference`` scorer (default: the first)."""
     names = list(scorers)
     for name in names:
         scorers[name](pairs[:warmup])
@@ -35,9 +36,9 @@ def time_scorers(scorers: Mapping[str, Callable[[Pairs], Any]], pairs: Pairs, re
             scorers[name](pairs)
             seconds[name].append(clock() - began)
     rates = {name: len(pairs) / max(statistics.median(seconds[name]), 1e-9) for name in names}
-    reference = rates[names[0]]
+    base = rates[reference or names[0]]
     return {name: {"seconds": [round(s, 4) for s in seconds[name]], "pairs_per_second": round(rates[name], 1),
-                   "speedup": round(rates[name] / reference, 3)} for name in names}
+                   "speedup": round(rates[name] / base, 3)} for name in names}
 
 
 def speed_pairs(cfg: SpeedConfig) -> list[tuple[str, str]]:
@@ -84,13 +85,14 @@ def run_speed(cfg: SpeedConfig) -> dict[str, Any]:
               for name, path in zip(names, cfg.models)}
     print(f"[speed] {len(models)} models, {len(pairs)} pairs each, {cfg.repeats} passes "
           f"(order alternating), {torch.get_num_threads()} torch threads", flush=True)
+    reference = cfg.reference or names[0]
     timed = time_scorers({n: m.score for n, m in models.items()}, pairs, cfg.repeats,
-                         warmup=min(64, len(pairs)))
+                         warmup=min(64, len(pairs)), reference=reference)
     rows = [{"name": n, "model": str(path), **timed[n], **model_size(models[n].model)}
             for n, path in zip(names, cfg.models)]
     result = {"pairs": len(pairs), "repeats": cfg.repeats, "torch_threads": torch.get_num_threads(),
               "device": str(getattr(models[names[0]].model, "device", "cpu")), "batch_size": models[names[0]].batch_size,
-              "reference": names[0], "models": rows}
+              "reference": reference, "models": rows}
     print(format_speed(rows))
     if cfg.output_dir:
         write_metrics(start_run(cfg.output_dir, cfg), result)

@@ -59,7 +59,8 @@ def speed_text(speeds: list[dict[str, Any]]) -> str:
     for r in speeds:
         blocks.append(f"Scoring speed, back to back (stage '{r['stage']}'): the same {r['pairs']:,} first-stage "
                       f"pairs, median of {r['repeats']} passes in alternating order, {r.get('torch_threads')} "
-                      f"threads on {r.get('device', 'cpu')}\n\n" + format_speed(r["models"]))
+                      f"threads on {r.get('device', 'cpu')}; speedup over {r['reference']}\n\n"
+                      + format_speed(r["models"]))
     return "\n\n".join(blocks)
 
 
