@@ -470,7 +470,7 @@ class SpeedConfig:
                "models=runs/x/teacher/model,runs/x/student/model")
         _check(not self.names or len(self.names) == len(self.models),
                f"names gives {len(self.names)} labels for {len(self.models)} models: give one per model, or none")
-        labels = self.names or self.models
+        labels = self.labels
         _check(len(set(labels)) == len(labels), "each model needs its own label: "
                + ("names repeats one" if self.names else "models repeats a path; give names=... to time it twice"))
         _check(not self.reference or self.reference in labels, f"reference {self.reference!r} is not one of the "
@@ -479,6 +479,11 @@ class SpeedConfig:
         _check_positive(self, "top_k", "pairs", "repeats")
         _check(self.batch_size >= 0, f"batch_size must be >= 0 (0: 8 on CPU, 64 on GPU), got {self.batch_size}")
         _check(self.max_length >= 0, "max_length must be >= 0 (0: the model's own)")
+
+    @property
+    def labels(self) -> list[str]:
+        """Each model's label in the table: its name, or its path when names is empty."""
+        return list(self.names or self.models)
 
 
 @dataclass(frozen=True)

@@ -60,7 +60,7 @@ def run_eval(cfg: EvalConfig) -> dict[str, Any]:
         return run_suite(cfg)
     dataset, given = resolve_dataset(cfg.data, cfg.split)
     run_file = "" if cfg.first_stage == "bm25" else cfg.first_stage
-    run = first_stage_run(dataset, given if not run_file else None, cfg.top_k, cfg.max_queries, run_file)
+    run = first_stage_run(dataset, given, cfg.top_k, cfg.max_queries, run_file)  # a run file replaces given
     scorer, long_docs = None, None
     if cfg.model:
         from distilrank.inference.reranker import Reranker
@@ -128,9 +128,13 @@ def long_document_stats(model: Any, dataset: RetrievalDataset, run: Run) -> dict
 
     if not hasattr(model, "passages"):
         return None
-    pairs = [(dataset.queries[q].text, dataset.corpus[d].contents) for q, hits in run.items() for d, _ in hits
-             if d in dataset.corpus]
-    return passage_stats(model.tokenizer, pairs, model.max_length, model.passages)
+    return passage_stats(model.tokenizer, candidate_pairs(dataset, run), model.max_length, model.passages)
+
+
+def candidate_pairs(dataset: RetrievalDataset, run: Run) -> list[tuple[str, str]]:
+    """The (query, passage) text pairs of a run's candidates, in query order, each query's best first."""
+    return [(dataset.queries[q].text, dataset.corpus[d].contents) for q, hits in run.items() for d, _ in hits
+            if d in dataset.corpus]
 
 
 def render_report(report: RerankReport, first_name: str = "first stage") -> str:

@@ -44,13 +44,11 @@ def time_scorers(scorers: Mapping[str, Callable[[Pairs], Any]], pairs: Pairs, re
 def speed_pairs(cfg: SpeedConfig) -> list[tuple[str, str]]:
     """The first ``cfg.pairs`` (query, passage) pairs of the first stage's candidates, in query order: the pairs
     ``distilrank eval`` with the same data, split, first stage and top_k reranks first."""
-    from distilrank.evaluation.run import first_stage_run, resolve_dataset
+    from distilrank.evaluation.run import candidate_pairs, first_stage_run, resolve_dataset
 
     dataset, given = resolve_dataset(cfg.data, cfg.split)
     run_file = "" if cfg.first_stage == "bm25" else cfg.first_stage
-    run = first_stage_run(dataset, given if not run_file else None, cfg.top_k, 0, run_file)
-    pairs = [(dataset.queries[q].text, dataset.corpus[d].contents) for q, hits in run.items() for d, _ in hits
-             if d in dataset.corpus]
+    pairs = candidate_pairs(dataset, first_stage_run(dataset, given, cfg.top_k, 0, run_file))
     if not pairs:
         raise DataError(f"the first stage gave no candidates for the judged queries of split '{cfg.split}'",
                         path=cfg.data, hint="check data, split and first_stage: these are the pairs that are timed")
@@ -79,15 +77,14 @@ def run_speed(cfg: SpeedConfig) -> dict[str, Any]:
     if cfg.output_dir:  # before any work: an unwritable output_dir fails now
         check_output_path(cfg.output_dir, folder=True, setting="output_dir")
     pairs = speed_pairs(cfg)
-    names = list(cfg.names or cfg.models)
+    names = cfg.labels
     models = {name: Reranker.load(path, batch_size=cfg.batch_size, max_length=cfg.max_length or None,
                                   encoder=cfg.encoder, allow_new_head=cfg.allow_new_head)
               for name, path in zip(names, cfg.models)}
     print(f"[speed] {len(models)} models, {len(pairs)} pairs each, {cfg.repeats} passes "
           f"(order alternating), {torch.get_num_threads()} torch threads", flush=True)
     reference = cfg.reference or names[0]
-    timed = time_scorers({n: m.score for n, m in models.items()}, pairs, cfg.repeats,
-                         warmup=min(64, len(pairs)), reference=reference)
+    timed = time_scorers({n: m.score for n, m in models.items()}, pairs, cfg.repeats, reference=reference)
     rows = [{"name": n, "model": str(path), **timed[n], **model_size(models[n].model)}
             for n, path in zip(names, cfg.models)]
     result = {"pairs": len(pairs), "repeats": cfg.repeats, "torch_threads": torch.get_num_threads(),
